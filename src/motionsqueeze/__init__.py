@@ -1,0 +1,7 @@
+"""MotionSqueeze: motion-aware video action recognition (Kwon et al., ECCV 2020) in PyTorch."""
+
+__version__ = "0.1.0"
+
+from .models import create_model, list_models  # noqa: E402
+
+__all__ = ["__version__", "create_model", "list_models"]

@@ -1,0 +1,48 @@
+"""The ``motionsqueeze`` command: one module per subcommand under this package.
+
+Each subcommand module defines ``add_parser(subparsers)`` and ``run(args) -> int``, and keeps
+heavy imports inside ``run`` so that ``motionsqueeze --help`` stays fast. To add a
+subcommand, write its module and add its name to ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from .. import __version__
+
+COMMANDS = ["flops"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="motionsqueeze",
+        description="Motion-aware video action recognition (MotionSqueeze, ECCV 2020).",
+    )
+    parser.add_argument("--version", action="version", version=f"motionsqueeze {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        module = importlib.import_module(f"{__name__}.{name.replace('-', '_')}")
+        p = module.add_parser(sub)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        # Problems with the user's input: say what and where, no traceback.
+        # MOTIONSQUEEZE_DEBUG=1 shows the traceback.
+        if os.environ.get("MOTIONSQUEEZE_DEBUG"):
+            raise
+        print(f"motionsqueeze {args.command}: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,6 @@
+"""Modules with parameters (or state) built on :mod:`motionsqueeze.ops`."""
+
+from .motion_squeeze import FeatureTransform, MotionSqueeze
+from .temporal_shift import TemporalShift, temporal_shift
+
+__all__ = ["MotionSqueeze", "FeatureTransform", "TemporalShift", "temporal_shift"]

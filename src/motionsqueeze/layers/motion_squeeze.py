@@ -1,0 +1,149 @@
+"""The MotionSqueeze module (Kwon, Kim, Kwak, Cho; ECCV 2020), SPEC steps 1-8.
+
+``F' = F + M(F)`` where, for the frames of each clip,
+
+1. ``chnl_reduction``: 1x1 conv C -> C' (no bias), BatchNorm, ReLU;
+2-5. :func:`motionsqueeze.ops.displacement` between frame t and t+1 gives ``[u, v, conf]``;
+6. the T-1 displacement maps of a clip are padded to T by repeating the last one
+   (``last_frame="repeat"``, the authors' current code) or with zeros (``"zero"``, their
+   early release);
+7. ``flow_refinement`` ("feature transformation" in the paper): depthwise-separable blocks
+   ``dw 7x7 -> pw 3->16``, ``dw 3x3 -> pw 16->32``, ``dw 3x3 -> pw 32->64``,
+   ``dw 3x3 -> pw 64->C``, every conv without bias and followed by BatchNorm + ReLU;
+8. the motion feature is added to the input, no activation after the sum.
+
+Sub-module names follow the authors' code (``chnl_reduction``, ``flow_refinement.conv1..4``
+with the convolutions at Sequential indices 0 and 3) so their checkpoints map one to one.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..ops import displacement
+from ..ops.correlation import check_patch_size
+from .temporal_shift import check_segments
+
+__all__ = ["MotionSqueeze", "FeatureTransform"]
+
+LAST_FRAME_MODES = ("repeat", "zero")
+
+
+def _separable_block(c_in: int, c_out: int, kernel_size: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_in, kernel_size, padding=kernel_size // 2, groups=c_in, bias=False),
+        nn.BatchNorm2d(c_in),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_in, c_out, 1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class FeatureTransform(nn.Module):
+    """Displacement tensor ``(N*T, 3, H, W)`` -> motion feature ``(N*T, C, H, W)`` (step 7)."""
+
+    def __init__(self, out_channels: int, channels: Sequence[int] = (16, 32, 64), in_channels: int = 3):
+        super().__init__()
+        widths = [in_channels, *channels, out_channels]
+        for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
+            self.add_module(f"conv{i + 1}", _separable_block(c_in, c_out, 7 if i == 0 else 3))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for block in self.children():
+            x = block(x)
+        return x
+
+
+class MotionSqueeze(nn.Module):
+    """Motion feature from neighbouring frames, added to the input features.
+
+    Args:
+        in_channels: C, width of the stage it follows (512 after res3 of ResNet-50).
+        reduced_channels: C', width at which frames are matched.
+        patch_size: P, odd; displacements of up to (P-1)/2 cells each way.
+        sigma: Gaussian width of the kernel-soft-argmax, in cells.
+        temperature: softmax multiplier tau.
+        num_segments: T, frames per clip; inputs are ``(N*T, C, H, W)``.
+        last_frame: ``"repeat"`` or ``"zero"``, how the T-th displacement map is filled.
+        transform_channels: hidden widths of the feature transformation.
+        backend: displacement implementation (see :func:`motionsqueeze.ops.displacement`).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        reduced_channels: int = 64,
+        patch_size: int = 15,
+        sigma: float = 5.0,
+        temperature: float = 100.0,
+        num_segments: int = 8,
+        last_frame: str = "repeat",
+        transform_channels: Sequence[int] = (16, 32, 64),
+        backend: str = "auto",
+    ):
+        super().__init__()
+        check_patch_size(patch_size)
+        if last_frame not in LAST_FRAME_MODES:
+            raise ValueError(f"last_frame must be one of {LAST_FRAME_MODES}, got {last_frame!r}")
+        if num_segments < 2:
+            raise ValueError(
+                f"MotionSqueeze matches neighbouring frames and needs num_segments >= 2, "
+                f"got {num_segments}"
+            )
+        self.in_channels = in_channels
+        self.reduced_channels = reduced_channels
+        self.patch_size = patch_size
+        self.sigma = sigma
+        self.temperature = temperature
+        self.num_segments = num_segments
+        self.last_frame = last_frame
+        self.backend = backend
+        self.chnl_reduction = nn.Sequential(
+            nn.Conv2d(in_channels, reduced_channels, 1, bias=False),
+            nn.BatchNorm2d(reduced_channels),
+            nn.ReLU(inplace=True),
+        )
+        self.flow_refinement = FeatureTransform(in_channels, transform_channels)
+
+    def motion_field(self, x: Tensor) -> Tensor:
+        """Displacement and confidence between neighbouring frames.
+
+        Args:
+            x: ``(N*T, C, H, W)`` stage output, frames of a clip contiguous.
+
+        Returns:
+            ``(N, T-1, 3, H, W)``: ``[u, v, conf]`` from frame t to t+1, u and v in units
+            of the half-window ``(P-1)/2`` cells (multiply by that and by the stage stride
+            for input pixels).
+        """
+        n = check_segments(x, self.num_segments, min_segments=2)
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"MotionSqueeze was built for {self.in_channels} channels, got {x.shape[1]}"
+            )
+        f = self.chnl_reduction(x)
+        _, c, h, w = f.shape
+        f = f.view(n, self.num_segments, c, h, w)
+        f1 = f[:, :-1].reshape(-1, c, h, w)
+        f2 = f[:, 1:].reshape(-1, c, h, w)
+        d = displacement(
+            f1, f2, self.patch_size, self.sigma, self.temperature, backend=self.backend
+        )
+        return d.view(n, self.num_segments - 1, 3, h, w)
+
+    def forward(self, x: Tensor) -> Tensor:
+        d = self.motion_field(x)
+        last = d[:, -1:] if self.last_frame == "repeat" else torch.zeros_like(d[:, -1:])
+        d = torch.cat([d, last], dim=1).flatten(0, 1)  # (N*T, 3, H, W)
+        return x + self.flow_refinement(d)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_channels={self.in_channels}, reduced_channels={self.reduced_channels}, "
+            f"patch_size={self.patch_size}, sigma={self.sigma}, temperature={self.temperature}, "
+            f"num_segments={self.num_segments}, last_frame={self.last_frame!r}"
+        )

@@ -1,0 +1,77 @@
+"""Temporal shift (TSM, Lin et al., ICCV 2019), the "residual shift" variant.
+
+On a block input viewed as ``(N, T, C, H, W)``: channels ``[0, C/d)`` of frame t take the
+values of frame t+1, channels ``[C/d, 2C/d)`` take those of frame t-1, the rest stay; zero
+where t+1 or t-1 is outside the clip (d = ``fold_div``, 8 by default).
+
+Written with slices, a zero pad and a concatenation, never an in-place slice assignment into
+a zeros tensor: the official TSM code does the latter, and tracing-based exporters (ONNX)
+freeze such assignments into constants, giving wrong outputs after export.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["temporal_shift", "TemporalShift", "check_segments"]
+
+
+def check_segments(x: Tensor, num_segments: int, min_segments: int = 1) -> int:
+    """Validate a frame batch ``(N*T, C, H, W)`` and return N (clips)."""
+    if x.dim() != 4:
+        raise ValueError(
+            f"expected frames of shape (N*T, C, H, W), got a tensor of shape {tuple(x.shape)}"
+        )
+    if num_segments < min_segments:
+        raise ValueError(
+            f"num_segments must be at least {min_segments}, got {num_segments}"
+        )
+    if x.shape[0] % num_segments != 0:
+        raise ValueError(
+            f"the batch holds {x.shape[0]} frames, which is not a multiple of "
+            f"num_segments={num_segments}; frames of one clip must be contiguous (N*T, C, H, W)"
+        )
+    return x.shape[0] // num_segments
+
+
+def temporal_shift(x: Tensor, num_segments: int, fold_div: int = 8) -> Tensor:
+    """Shift a fraction of channels one frame forward and one backward in time.
+
+    Args:
+        x: ``(N*T, C, H, W)``, frames of one clip contiguous.
+        num_segments: T.
+        fold_div: ``C // fold_div`` channels move each way.
+
+    Returns:
+        A new tensor of the same shape.
+    """
+    n = check_segments(x, num_segments)
+    nt, c, h, w = x.shape
+    v = x.view(n, num_segments, c, h, w)
+    fold = c // fold_div
+    # F.pad's pairs run from the last dim backwards: (W, H, C, T).
+    from_next = F.pad(v[:, 1:, :fold], (0, 0, 0, 0, 0, 0, 0, 1))
+    from_prev = F.pad(v[:, :-1, fold : 2 * fold], (0, 0, 0, 0, 0, 0, 1, 0))
+    out = torch.cat((from_next, from_prev, v[:, :, 2 * fold :]), dim=2)
+    return out.reshape(nt, c, h, w)
+
+
+class TemporalShift(nn.Module):
+    """Module form of :func:`temporal_shift` (no parameters)."""
+
+    def __init__(self, num_segments: int, fold_div: int = 8):
+        super().__init__()
+        if num_segments < 1:
+            raise ValueError(f"num_segments must be positive, got {num_segments}")
+        if fold_div < 2:
+            raise ValueError(f"fold_div must be at least 2 (two folds move), got {fold_div}")
+        self.num_segments = num_segments
+        self.fold_div = fold_div
+
+    def forward(self, x: Tensor) -> Tensor:
+        return temporal_shift(x, self.num_segments, self.fold_div)
+
+    def extra_repr(self) -> str:
+        return f"num_segments={self.num_segments}, fold_div={self.fold_div}"

@@ -1,0 +1,78 @@
+import pytest
+import torch
+
+from motionsqueeze.layers import MotionSqueeze, TemporalShift, temporal_shift
+from motionsqueeze.ops import displacement
+from naive import naive_shift
+
+
+@pytest.mark.parametrize("t,c,div", [(4, 16, 8), (3, 10, 4), (1, 8, 8), (5, 7, 8)])
+def test_temporal_shift_matches_loops(t, c, div):
+    x = torch.randn(2 * t, c, 3, 2)
+    torch.testing.assert_close(temporal_shift(x, t, div), naive_shift(x, t, div), rtol=0, atol=0)
+
+
+def test_temporal_shift_survives_export():
+    # The official TSM export froze slice assignments; ours must stay a function of the input.
+    shift = TemporalShift(num_segments=4).eval()
+    example = torch.randn(8, 16, 3, 3)
+    other = torch.randn(8, 16, 3, 3)
+    exported = torch.export.export(shift, (example,))
+    torch.testing.assert_close(exported.module()(other), naive_shift(other, 4))
+
+
+def test_temporal_shift_rejects_a_bad_frame_count():
+    with pytest.raises(ValueError, match="not a multiple of num_segments=4"):
+        temporal_shift(torch.zeros(6, 8, 2, 2), 4)
+
+
+def _ms(**kw):
+    torch.manual_seed(0)
+    return MotionSqueeze(in_channels=12, reduced_channels=6, patch_size=5, num_segments=3, **kw)
+
+
+def test_motion_squeeze_parameter_count_matches_the_authors_layout():
+    ms = MotionSqueeze(in_channels=512)
+    names = {k for k, _ in ms.named_parameters()}
+    assert "chnl_reduction.0.weight" in names and "flow_refinement.conv4.3.weight" in names
+    assert sum(p.numel() for p in ms.parameters()) == 70_905
+    assert sum(p.numel() for p in MotionSqueeze(in_channels=128).parameters()) == 20_985
+
+
+@pytest.mark.parametrize("last_frame", ["repeat", "zero"])
+def test_motion_squeeze_forward_is_input_plus_transformed_displacements(last_frame):
+    ms = _ms(last_frame=last_frame).eval()
+    x = torch.randn(2 * 3, 12, 6, 7)
+    out = ms(x)
+    # Recompute step by step from the public pieces.
+    f = ms.chnl_reduction(x).view(2, 3, 6, 6, 7)
+    d = displacement(f[:, :-1].reshape(-1, 6, 6, 7), f[:, 1:].reshape(-1, 6, 6, 7), 5).view(2, 2, 3, 6, 7)
+    last = d[:, -1:] if last_frame == "repeat" else torch.zeros_like(d[:, -1:])
+    expected = x + ms.flow_refinement(torch.cat([d, last], 1).flatten(0, 1))
+    torch.testing.assert_close(out, expected)
+    assert ms.motion_field(x).shape == (2, 2, 3, 6, 7)
+
+
+def test_motion_squeeze_backward_reaches_every_parameter():
+    ms = _ms().train()
+    x = torch.randn(6, 12, 5, 5, requires_grad=True)
+    ms(x).square().mean().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    for name, p in ms.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize(
+    "build,x,message",
+    [
+        (lambda: _ms(), torch.zeros(5, 12, 4, 4), "not a multiple of num_segments=3"),
+        (lambda: _ms(), torch.zeros(6, 10, 4, 4), "built for 12 channels"),
+        (lambda: MotionSqueeze(12, num_segments=1), None, "num_segments >= 2"),
+        (lambda: MotionSqueeze(12, patch_size=4), None, "odd positive"),
+        (lambda: MotionSqueeze(12, last_frame="copy"), None, "last_frame"),
+    ],
+)
+def test_motion_squeeze_bad_input(build, x, message):
+    with pytest.raises(ValueError, match=message):
+        build()(x)
