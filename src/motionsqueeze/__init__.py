@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from .models import create_model, list_models  # noqa: E402
+from .models import create_model, list_models, load_model, save_model  # noqa: E402
 
-__all__ = ["__version__", "create_model", "list_models"]
+__all__ = ["__version__", "create_model", "list_models", "load_model", "save_model"]

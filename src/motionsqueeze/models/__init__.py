@@ -1,9 +1,17 @@
-"""Backbones, the video recogniser, the registry and cost counting."""
+"""Backbones, the video recogniser, the registry, cost counting, weights in and out."""
 
 from .complexity import Complexity, count_parameters, measure_complexity
 from .recognizer import ModelConfig, VideoRecognizer, build_model
 from .registry import create_model, list_models, model_config, register_model
 from .resnet import STAGE_NAMES, BasicBlock, Bottleneck, ResNet, resnet
+from .weights import (
+    WeightsFileError,
+    load_checkpoint_file,
+    load_model,
+    load_pretrained_backbone,
+    load_state_dict_file,
+    save_model,
+)
 
 __all__ = [
     "ModelConfig",
@@ -21,4 +29,10 @@ __all__ = [
     "Complexity",
     "measure_complexity",
     "count_parameters",
+    "WeightsFileError",
+    "load_checkpoint_file",
+    "load_state_dict_file",
+    "load_pretrained_backbone",
+    "save_model",
+    "load_model",
 ]

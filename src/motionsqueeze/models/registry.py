@@ -8,6 +8,7 @@ the fields that differ from ``ModelConfig()``.
 from __future__ import annotations
 
 import fnmatch
+import os
 
 from .recognizer import ModelConfig, VideoRecognizer, build_model
 
@@ -51,14 +52,27 @@ def model_config(name: str, **overrides) -> ModelConfig:
 
 
 def create_model(
-    name: str, *, num_classes: int = 174, num_segments: int = 8, **overrides
+    name: str,
+    *,
+    num_classes: int = 174,
+    num_segments: int = 8,
+    pretrained: str | os.PathLike | None = None,
+    **overrides,
 ) -> VideoRecognizer:
     """Build a registered variant, e.g. ``create_model("msnet_r50", num_classes=174)``.
 
     Any :class:`ModelConfig` field can be overridden by keyword (``patch_size=9``,
     ``motion_stages=("res2", "res3")``, ...); an unknown keyword is a ``ValueError``.
+    ``pretrained`` is a local ImageNet ResNet file in torchvision's layout (``.pth`` or
+    ``.safetensors``) loaded into the backbone by
+    :func:`~motionsqueeze.models.weights.load_pretrained_backbone`, which prints what was
+    loaded; no weights are ever downloaded.
     """
     config = model_config(name, num_classes=num_classes, num_segments=num_segments, **overrides)
     model = build_model(config)
     model.arch = name
+    if pretrained is not None:
+        from .weights import load_pretrained_backbone
+
+        load_pretrained_backbone(model, pretrained)
     return model
