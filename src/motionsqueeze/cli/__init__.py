@@ -14,7 +14,7 @@ import sys
 
 from .. import __version__
 
-COMMANDS = ["flops"]
+COMMANDS = ["flops", "convert"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ from .weights import (
     load_state_dict_file,
     save_model,
 )
+from .convert import convert_checkpoint, convert_state_dict, load_official
 
 __all__ = [
     "ModelConfig",
@@ -35,4 +36,7 @@ __all__ = [
     "load_pretrained_backbone",
     "save_model",
     "load_model",
+    "convert_state_dict",
+    "load_official",
+    "convert_checkpoint",
 ]
