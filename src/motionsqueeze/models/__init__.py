@@ -13,6 +13,7 @@ from .weights import (
     save_model,
 )
 from .convert import convert_checkpoint, convert_state_dict, load_official
+from .export import export_onnx, export_program
 
 __all__ = [
     "ModelConfig",
@@ -39,4 +40,6 @@ __all__ = [
     "convert_state_dict",
     "load_official",
     "convert_checkpoint",
+    "export_onnx",
+    "export_program",
 ]

@@ -1,0 +1,78 @@
+"""``motionsqueeze export CHECKPOINT --format onnx --out FILE``."""
+
+from __future__ import annotations
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "export",
+        help="export a saved model to ONNX or a torch.export program",
+        description="Export a model file written by save_model / convert to ONNX (or a "
+        "torch.export .pt2 program), through the PyTorch reference path, then compare the "
+        "export with PyTorch on a random clip. Input: clips (N, T, 3, H, W) float32, "
+        "normalised RGB; output: logits (N, classes).",
+    )
+    p.add_argument("checkpoint", help="model file (.safetensors written by save_model or convert)")
+    p.add_argument("--out", required=True, help="file to write (.onnx or .pt2)")
+    p.add_argument("--format", choices=["onnx", "pt2"], default="onnx", help="default onnx")
+    p.add_argument("--size", type=int, default=None,
+                   help="input side in pixels (default: the model's input size)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    p.add_argument("--exporter", choices=["auto", "dynamo", "torchscript"], default="auto",
+                   help="ONNX exporter; auto tries dynamo, then TorchScript (default auto)")
+    p.add_argument("--static-batch", action="store_true", help="fix the batch size to 1")
+    p.add_argument("--no-check", action="store_true", help="skip the comparison with PyTorch")
+    return p
+
+
+def run(args) -> int:
+    import sys
+
+    import torch
+
+    from ..models.export import (
+        DEFAULT_OPSET,
+        example_clips,
+        export_mode,
+        export_onnx,
+        export_program,
+        onnx_max_abs_diff,
+        program_max_abs_diff,
+    )
+    from ..models.weights import load_model
+
+    model = load_model(args.checkpoint)
+    size = args.size or model.preprocess.get("input_size", 224)
+    batch = 1 if args.static_batch else 2
+    if args.format == "onnx":
+        try:
+            used = export_onnx(model, args.out, size=size, opset=args.opset or DEFAULT_OPSET, batch=batch,
+                               dynamic_batch=not args.static_batch, exporter=args.exporter,
+                               log=lambda line: print(line, file=sys.stderr))
+        except RuntimeError as exc:
+            print(f"motionsqueeze export: error: {exc}", file=sys.stderr)
+            return 1
+        how = f"ONNX, {used} exporter"
+    else:
+        program = export_program(model, size=size, batch=batch, dynamic_batch=not args.static_batch)
+        torch.export.save(program, args.out)
+        how = "torch.export program"
+    n = "1" if args.static_batch else "N"
+    print(f"wrote    {args.out} ({how}); clips ({n}, {model.num_segments}, 3, {size}, {size}) -> logits "
+          f"({n}, {model.num_classes})")
+    if args.no_check:
+        return 0
+    clips = example_clips(model, size=size, batch=1 if args.static_batch else 3, seed=1)
+    if args.format == "onnx":
+        try:
+            diff = onnx_max_abs_diff(args.out, model, clips)
+        except ImportError:
+            print("check    skipped: onnxruntime is not installed (pip install onnxruntime)")
+            return 0
+    else:
+        diff = program_max_abs_diff(torch.export.load(args.out), model, clips)
+    with export_mode(model):
+        scale = max(1.0, float(model(clips).abs().max()))
+    ok = diff <= 1e-4 * scale
+    print(f"check    max |export - PyTorch| on a random clip: {diff:.2e} ({'ok' if ok else 'TOO LARGE'})")
+    return 0 if ok else 1

@@ -1,0 +1,77 @@
+"""ONNX and torch.export: exported models agree with PyTorch on clips they were not traced with."""
+
+import json
+
+import pytest
+import torch
+
+from motionsqueeze import create_model, save_model
+from motionsqueeze.cli import main
+from motionsqueeze.models.export import (
+    example_clips,
+    export_onnx,
+    export_program,
+    onnx_max_abs_diff,
+    program_max_abs_diff,
+)
+from official_reference import random_weights_
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+
+def _model(name, seed=0, **kwargs):
+    # 2 frames of 64x64 keep R18 fast; random BatchNorm statistics give logits of order 1.
+    torch.manual_seed(seed)
+    return random_weights_(create_model(name, num_classes=5, num_segments=2, **kwargs), seed=seed)
+
+
+@pytest.mark.parametrize("name", ["tsm_r18", "msnet_r18"])
+def test_onnx_export_matches_pytorch_in_onnxruntime(tmp_path, name):
+    model = _model(name).train()  # export must switch to eval by itself ...
+    path = tmp_path / f"{name}.onnx"
+    assert export_onnx(model, path, size=64) == "dynamo"
+    assert model.training  # ... and restore the mode afterwards
+    # Another clip and another batch size than the traced example (batch 2, seed 0): a
+    # shift frozen into constants by tracing, or a fixed batch, would show here.
+    clips = example_clips(model, size=64, batch=3, seed=7)
+    with torch.no_grad():
+        scale = model.eval()(clips).abs().max()
+    assert scale > 0.1
+    assert onnx_max_abs_diff(path, model, clips) <= 1e-4
+
+
+def test_torchscript_exporter_also_gives_correct_graphs(tmp_path):
+    model = _model("msnet_tiny", seed=1)
+    path = tmp_path / "tiny.onnx"
+    assert export_onnx(model, path, size=64, exporter="torchscript") == "torchscript"
+    assert onnx_max_abs_diff(path, model, example_clips(model, size=64, batch=3, seed=3)) <= 1e-4
+
+
+def test_torch_export_program_matches_and_backends_are_restored():
+    model = _model("msnet_tiny", seed=2, backend="auto")
+    model.motion["res3"].backend = "triton"  # a GPU backend; export must not use it
+    program = export_program(model, size=64)
+    assert model.motion["res3"].backend == "triton"
+    model.motion["res3"].backend = "reference"
+    clips = example_clips(model, size=64, batch=4, seed=5)
+    assert program_max_abs_diff(program, model, clips) <= 1e-5
+
+
+def test_export_refuses_another_number_of_frames(tmp_path):
+    with pytest.raises(ValueError, match="built for num_segments=2 frames per clip, not 8"):
+        export_onnx(_model("tsm_tiny"), tmp_path / "x.onnx", frames=8, size=64)
+
+
+def test_cli_export_writes_onnx_with_metadata_and_checks_it(tmp_path, capsys):
+    model = _model("msnet_tiny", seed=4)
+    ckpt = save_model(model, tmp_path / "tiny.safetensors", class_names=list("abcde"), input_size=64)
+    out = tmp_path / "tiny.onnx"
+    assert main(["export", str(ckpt), "--format", "onnx", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "clips (N, 2, 3, 64, 64) -> logits (N, 5)" in printed
+    assert "(ok)" in printed
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    info = json.loads(props["motionsqueeze"])
+    assert info["class_names"] == list("abcde") and info["preprocess"]["input_size"] == 64
+    assert info["arch"] == "msnet_tiny"
