@@ -14,7 +14,7 @@ import sys
 
 from .. import __version__
 
-COMMANDS = ["flops"]
+COMMANDS = ["demo", "train", "eval", "flops"]
 
 
 def build_parser() -> argparse.ArgumentParser:
