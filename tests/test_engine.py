@@ -16,6 +16,15 @@ from motionsqueeze.engine.config import OptimConfig, ScheduleConfig
 from motionsqueeze.engine.sampling import ResumableSampler
 
 
+TINY_DDP_RECIPE = (
+    "model: {arch: tsm_tiny}\n"
+    "data: {dataset: synthetic, train_clips: 16, val_clips: 6, num_segments: 2, size: 32}\n"
+    "optim: {lr: 0.01, reference_batch_size: 0}\n"
+    "schedule: {epochs: 1}\n"
+    "train: {batch_size: 2, workers: 0, device: cpu, progress: false, tensorboard: false, log_every: 0}\n"
+)
+
+
 def tiny_config(**train):
     raw = {
         "model": {"arch": "msnet_tiny", "dropout": 0.2, "patch_size": 5},
@@ -165,7 +174,8 @@ def test_metrics_on_hand_made_scores():
     labels = torch.tensor([0, 1, 1, 0])
     report = classification_report(scores, labels, 3)
     assert report.top1 == pytest.approx(50.0)
-    assert topk_accuracy(scores, labels, (2,))[2] == pytest.approx(100.0)
+    # Top-2: the last row ranks classes 2, 1 and misses its label 0.
+    assert topk_accuracy(scores, labels, (2,))[2] == pytest.approx(75.0)
     # Class 0: 1 of 2 right; class 1: 1 of 2 right; class 2 absent (not averaged).
     assert report.per_class_acc == [50.0, 50.0, None]
     assert report.mean_class_acc == pytest.approx(50.0)
@@ -183,8 +193,10 @@ def test_parameter_groups_follow_the_recipe():
     from motionsqueeze import create_model
 
     model = create_model("msnet_tiny", num_classes=4, num_segments=2)
+    model.extra = torch.nn.Conv2d(3, 3, 1, bias=True)  # our ResNets have no conv biases; add one
     groups = {g["name"]: g for g in parameter_groups(model, OptimConfig(weight_decay=5e-4, classifier_lr_mult=5))}
     assert groups["biases"]["lr_mult"] == 2.0 and groups["biases"]["weight_decay"] == 0
+    assert groups["biases"]["params"] == [model.extra.bias]
     assert groups["norms"]["weight_decay"] == 0 and groups["weights"]["weight_decay"] == 5e-4
     assert groups["classifier_weight"]["lr_mult"] == 5 and groups["classifier_bias"]["lr_mult"] == 10
     assert sum(len(g["params"]) for g in groups.values()) == len(list(model.parameters()))
@@ -214,21 +226,40 @@ def test_sampler_is_resumable_and_splits_across_ranks():
 
 def test_two_process_gloo_training_through_torchrun(tmp_path):
     recipe = tmp_path / "tiny.yaml"
-    recipe.write_text(
-        "model: {arch: tsm_tiny}\n"
-        "data: {dataset: synthetic, train_clips: 16, val_clips: 6, num_segments: 2, size: 32}\n"
-        "optim: {lr: 0.01, reference_batch_size: 0}\n"
-        "schedule: {epochs: 1}\n"
-        "train: {batch_size: 2, workers: 0, device: cpu, progress: false, tensorboard: false, log_every: 0}\n"
-    )
+    recipe.write_text(TINY_DDP_RECIPE)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "motionsqueeze", "train", str(recipe), "--out", str(tmp_path / "run")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("best top1") == 1  # only rank 0 reports
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert state["world_size"] == 2 and state["epoch"] == 1 and state["step"] == 4  # 16 clips / (2 x 2)
     rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["kind"] == "epoch" and "val_top1" in rows[-1]
     # Only rank 0 wrote: one epoch row, one log line per epoch.
     assert sum(r["kind"] == "epoch" for r in rows) == 1
+
+
+def test_a_failing_worker_ends_the_torchrun_job_instead_of_hanging(tmp_path):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY_DDP_RECIPE)
+    driver = tmp_path / "driver.py"
+    driver.write_text(
+        "import os, sys\n"
+        "from motionsqueeze.engine import fit, load_config\n"
+        "from motionsqueeze.engine import optim\n"
+        "original = optim.LRSchedule.step\n"
+        "def step(self):\n"
+        "    if os.environ['RANK'] == '1' and self.step_count == 1:\n"
+        "        raise RuntimeError('worker 1 failed on purpose')\n"
+        "    return original(self)\n"
+        "optim.LRSchedule.step = step\n"
+        "fit(load_config(sys.argv[1]), run_dir=sys.argv[2])\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(driver), str(recipe), str(tmp_path / "run")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode != 0
+    assert "worker 1 failed on purpose" in proc.stderr

@@ -30,7 +30,7 @@ def run(args) -> int:
     except NonFiniteLossError as exc:
         print(f"motionsqueeze train: stopped: {exc}", file=sys.stderr)
         return 3
-    if result.best is not None:
+    if result.is_main and result.best is not None:
         print(f"best {result.best['metric']} {result.best['value']:.2f} at epoch {result.best['epoch']}; "
               f"run folder {result.run_dir}")
     return 0

@@ -52,6 +52,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     best: dict | None = None
     train_seconds: float = 0.0
+    is_main: bool = True  # False on ranks other than 0 of a torchrun job
 
 
 def build_model_from_config(cfg: TrainConfig, num_classes: int, log=print) -> nn.Module:
@@ -373,7 +374,7 @@ def _fit(cfg: TrainConfig, info: DistInfo, run_dir, resume, quiet) -> TrainResul
         _save_model_file(_unwrap(model), run / "final.safetensors", cfg, class_names, input_size, mean, std)
     log.close()
     total_seconds = trained_seconds + time.perf_counter() - started
-    return TrainResult(run_dir=run, model=_unwrap(model), class_names=class_names, history=history, best=best, train_seconds=total_seconds)
+    return TrainResult(run_dir=run, model=_unwrap(model), class_names=class_names, history=history, best=best, train_seconds=total_seconds, is_main=info.is_main)
 
 
 def _save_model_file(model, path, cfg, class_names, input_size, mean, std) -> None:
