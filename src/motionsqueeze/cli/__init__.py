@@ -14,7 +14,7 @@ import sys
 
 from .. import __version__
 
-COMMANDS = ["flops", "convert", "export"]
+COMMANDS = ["demo", "train", "eval", "flops", "convert", "export"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -135,11 +135,15 @@ class MotionSqueeze(nn.Module):
         )
         return d.view(n, self.num_segments - 1, 3, h, w)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward_with_field(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(output, motion_field(x))`` from one computation of the field."""
         d = self.motion_field(x)
         last = d[:, -1:] if self.last_frame == "repeat" else torch.zeros_like(d[:, -1:])
-        d = torch.cat([d, last], dim=1).flatten(0, 1)  # (N*T, 3, H, W)
-        return x + self.flow_refinement(d)
+        padded = torch.cat([d, last], dim=1).flatten(0, 1)  # (N*T, 3, H, W)
+        return x + self.flow_refinement(padded), d
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_with_field(x)[0]
 
     def extra_repr(self) -> str:
         return (

@@ -169,6 +169,23 @@ class VideoRecognizer(nn.Module):
                 x = self.motion[name](x)
         return x
 
+    def motion_fields(self, x: Tensor) -> dict[str, Tensor]:
+        """What each MotionSqueeze module computes for clips ``(N, T, 3, H, W)``.
+
+        Returns ``{stage: (N, T-1, 3, h, w)}`` with ``[u, v, confidence]`` from frame t to
+        t+1 on that stage's map (u, v in units of ``(patch_size - 1) / 2`` cells). Runs the
+        network only as far as the last MotionSqueeze stage.
+        """
+        fields: dict[str, Tensor] = {}
+        x = self.backbone.forward_stem(self._fold(x))
+        for name, stage in self.backbone.stages():
+            if len(fields) == len(self.motion):
+                break
+            x = stage(x)
+            if name in self.motion:
+                x, fields[name] = self.motion[name].forward_with_field(x)
+        return fields
+
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """``(N*T, C, h, w)`` -> ``(N, classes)`` logits (or ``(N, C)`` pooled features)."""
         x = x.mean(dim=(2, 3))

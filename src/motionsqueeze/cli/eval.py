@@ -1,0 +1,49 @@
+"""``motionsqueeze eval CONFIG --checkpoint PATH``: accuracy of a trained model on a split."""
+
+from __future__ import annotations
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint: top-1/top-5, mean class accuracy, confusion matrix, scores",
+        description="Evaluate a checkpoint on the recipe's validation (or test) list with several views per "
+        "video. Writes metrics.json, per_class.csv, confusion.png and scores.npz.",
+    )
+    p.add_argument("config", help="the YAML recipe the model was trained with (data section is used)")
+    p.add_argument("--checkpoint", required=True, help="model file (.safetensors) or training checkpoint (.pt)")
+    p.add_argument("--clips", type=int, default=None, help="temporal clips per video (default: the recipe's eval.clips)")
+    p.add_argument("--crops", type=int, choices=(1, 3), default=None, help="spatial crops per clip (default: eval.crops)")
+    p.add_argument("--fusion", choices=("logits", "softmax"), default=None,
+                   help="fuse views by the mean of logits or of softmax probabilities (default: eval.fusion)")
+    p.add_argument("--split", choices=("val", "test"), default="val", help="which list to evaluate (default val)")
+    p.add_argument("--batch-size", type=int, default=None, help="videos per batch (default: eval.batch_size)")
+    p.add_argument("--workers", type=int, default=None, help="data loading workers (default: train.workers)")
+    p.add_argument("--out", default=None, help="output folder (default: <checkpoint folder>/eval-<split>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    return p
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ..engine.config import load_config
+    from ..engine.evaluate import evaluate_checkpoint
+
+    cfg = load_config(args.config, args.overrides)
+    if args.clips is not None:
+        cfg.eval.clips = args.clips
+    if args.crops is not None:
+        cfg.eval.crops = args.crops
+    if args.fusion is not None:
+        cfg.eval.fusion = args.fusion
+    if args.batch_size is not None:
+        cfg.eval.batch_size = args.batch_size
+    if args.workers is not None:
+        cfg.train.workers = args.workers
+    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / f"eval-{args.split}"
+    report = evaluate_checkpoint(cfg, args.checkpoint, split=args.split, out_dir=out)
+    print(f"{report.count} videos, {cfg.eval.clips} clip(s) x {cfg.eval.crops} crop(s), fusion {cfg.eval.fusion}")
+    print(f"top-1 {report.top1:.2f}   top-5 {report.top5:.2f}   mean class accuracy {report.mean_class_acc:.2f}")
+    print(f"results in {out}")
+    return 0

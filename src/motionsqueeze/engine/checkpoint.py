@@ -1,0 +1,98 @@
+"""Training checkpoints: written atomically, read safely.
+
+A training checkpoint holds everything needed to continue a run bit for bit: model,
+optimizer, schedule and gradient-scaler state, epoch and step, the RNG states, the best
+metric so far and the config. It is a ``torch.save`` file of tensors and plain Python
+data only, read back with ``weights_only=True``.
+
+Writes go to a temporary file in the same folder, are flushed to disk, and are renamed over
+the old file (``os.replace`` is atomic on POSIX and Windows), so a kill at any moment leaves
+either the previous checkpoint or the new one, never a torn file.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+__all__ = ["atomic_write", "save_checkpoint", "load_checkpoint", "latest_checkpoint", "capture_rng", "restore_rng"]
+
+LAST = "last.pt"
+
+
+def atomic_write(path: str | Path, write: Callable[[Any], None]) -> None:
+    """Call ``write(file_object)`` on a temporary file, then rename it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def capture_rng() -> dict:
+    """RNG states of torch (CPU and CUDA), NumPy and Python, as plain data."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
+        "python": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    py = state["python"]
+    random.setstate((py[-2], tuple(py[:-2]), py[-1]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read a training checkpoint written by :func:`save_checkpoint`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"checkpoint {path} is empty (0 bytes); use an earlier checkpoint")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for torn or foreign files
+        raise ValueError(
+            f"cannot read training checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}. "
+            "It is truncated, corrupt, or not a motionsqueeze training checkpoint."
+        ) from exc
+    if not isinstance(state, dict) or "model" not in state or "step" not in state:
+        raise ValueError(f"{path} is not a motionsqueeze training checkpoint (no model/step entries)")
+    return state
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint ``--resume auto`` continues from: ``<run>/checkpoints/last.pt``."""
+    path = Path(run_dir) / "checkpoints" / LAST
+    return path if path.is_file() else None

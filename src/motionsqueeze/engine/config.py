@@ -1,0 +1,415 @@
+"""Training configuration: dataclasses loaded from YAML, overridable with ``key=value``.
+
+A recipe (``configs/*.yaml``) has the sections ``model``, ``data``, ``optim``, ``schedule``,
+``train`` and ``eval`` and an optional ``out`` folder. Every field is documented on its
+dataclass below with its unit and default. An unknown key is an error that names the key,
+the file and line, and the valid keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "ModelSection",
+    "OptimConfig",
+    "ScheduleConfig",
+    "RunConfig",
+    "EvalConfig",
+    "TrainConfig",
+    "load_config",
+    "config_from_dict",
+    "apply_overrides",
+    "config_to_dict",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the file, line and key."""
+
+
+@dataclass
+class ModelSection:
+    """``model:`` section.
+
+    Attributes:
+        arch: registered model name (``motionsqueeze flops --list``), e.g. ``msnet_r50``.
+        pretrained: local ImageNet weights in torchvision's layout (``.pth`` or
+            ``.safetensors``) for the backbone; ``null`` trains from scratch.
+        options: any other :class:`motionsqueeze.models.ModelConfig` field (``dropout``,
+            ``patch_size``, ``motion_stages``, ...), written directly under ``model:``.
+            ``num_classes`` and ``num_segments`` come from the data section.
+    """
+
+    arch: str = "msnet_r50"
+    pretrained: str | None = None
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """``optim:`` section.
+
+    Attributes:
+        name: ``sgd`` (momentum, optionally Nesterov) or ``adamw``.
+        lr: learning rate for a total batch of ``reference_batch_size`` clips.
+        reference_batch_size: the lr is scaled by ``total batch / reference_batch_size``
+            (linear scaling); 0 disables scaling.
+        momentum: SGD momentum.
+        nesterov: Nesterov momentum for SGD.
+        betas: AdamW betas.
+        weight_decay: L2 penalty for weights that decay.
+        bias_lr_mult: lr multiplier for biases (the recipes use 2).
+        bias_decay: apply weight decay to biases.
+        norm_decay: apply weight decay to BatchNorm weights and biases.
+        classifier_lr_mult: lr multiplier for the classifier ``fc`` (5 when fine-tuning).
+        clip_grad_norm: clip the global gradient norm to this value; ``null`` for no clipping.
+    """
+
+    name: str = "sgd"
+    lr: float = 0.01
+    reference_batch_size: int = 48
+    momentum: float = 0.9
+    nesterov: bool = True
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 5e-4
+    bias_lr_mult: float = 2.0
+    bias_decay: bool = False
+    norm_decay: bool = False
+    classifier_lr_mult: float = 1.0
+    clip_grad_norm: float | None = 200.0
+
+
+@dataclass
+class ScheduleConfig:
+    """``schedule:`` section (the learning rate is updated every step).
+
+    Attributes:
+        epochs: training epochs.
+        kind: ``step`` (multiply by ``gamma`` at each milestone), ``cosine`` (to
+            ``min_lr_factor`` at the end) or ``constant``.
+        milestones: epochs at which ``step`` multiplies the lr by ``gamma``.
+        gamma: factor of ``step``.
+        min_lr_factor: final lr of ``cosine`` as a fraction of the peak.
+        warmup_epochs: linear warm-up length in epochs (may be fractional); 0 for none.
+        warmup_start_factor: lr at the first step of warm-up as a fraction of the peak.
+    """
+
+    epochs: int = 40
+    kind: str = "step"
+    milestones: tuple[int, ...] = (20, 30)
+    gamma: float = 0.1
+    min_lr_factor: float = 0.0
+    warmup_epochs: float = 0.0
+    warmup_start_factor: float = 0.1
+
+
+@dataclass
+class RunConfig:
+    """``train:`` section: how the loop runs.
+
+    Attributes:
+        batch_size: clips per process per step (total batch = batch_size x processes).
+        workers: DataLoader worker processes per process.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+        amp: mixed precision on CUDA: ``none``, ``bf16`` or ``fp16`` (with a gradient scaler).
+        channels_last: use the channels-last memory format (faster convolutions on GPUs).
+        compile: wrap the model in ``torch.compile``.
+        sync_bn: synchronise BatchNorm statistics across processes.
+        seed: seed of weights, data order, augmentation and dropout.
+        log_every: steps between progress log lines.
+        save_every_steps: also write a resumable checkpoint every N steps; 0 for epochs only.
+        eval_every: epochs between validations; 0 for none until the end.
+        best_metric: validation metric that decides the best checkpoint (``top1``,
+            ``top5`` or ``mean_class_acc``).
+        progress: show progress bars on an interactive terminal.
+        tensorboard: also log to TensorBoard when it is installed.
+        max_steps_per_epoch: cap on steps per epoch (for smoke tests); 0 for no cap.
+    """
+
+    batch_size: int = 8
+    workers: int = 4
+    device: str = "auto"
+    amp: str = "none"
+    channels_last: bool = False
+    compile: bool = False
+    sync_bn: bool = False
+    seed: int = 0
+    log_every: int = 20
+    save_every_steps: int = 0
+    eval_every: int = 1
+    best_metric: str = "top1"
+    progress: bool = True
+    tensorboard: bool = True
+    max_steps_per_epoch: int = 0
+
+
+@dataclass
+class EvalConfig:
+    """``eval:`` section: test-time views and how their scores are fused.
+
+    Attributes:
+        clips: temporal clips per video.
+        crops: spatial crops per clip (1 = centre, 3 = left/centre/right or top/centre/bottom).
+        fusion: ``logits`` (mean of the views' logits, as the TSM and MotionSqueeze test
+            scripts do) or ``softmax`` (mean of the views' probabilities).
+        batch_size: videos per evaluation batch.
+    """
+
+    clips: int = 1
+    crops: int = 1
+    fusion: str = "logits"
+    batch_size: int = 8
+
+
+@dataclass
+class TrainConfig:
+    """A whole recipe. ``data`` is a :class:`motionsqueeze.data.config.DataConfig` for list
+    files, or a :class:`motionsqueeze.data.synthetic.SyntheticDataConfig` when
+    ``data.dataset`` is ``synthetic``. ``out`` is the run folder (checkpoints, metrics)."""
+
+    model: ModelSection = field(default_factory=ModelSection)
+    data: Any = None
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: RunConfig = field(default_factory=RunConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    out: str | None = None
+    source: str | None = None  # the YAML file this came from (set by load_config)
+
+    def validate(self) -> None:
+        checks = [
+            (self.optim.name in ("sgd", "adamw"), "optim.name", "sgd or adamw", self.optim.name),
+            (self.schedule.kind in ("step", "cosine", "constant"), "schedule.kind", "step, cosine or constant", self.schedule.kind),
+            (self.train.amp in ("none", "bf16", "fp16"), "train.amp", "none, bf16 or fp16", self.train.amp),
+            (self.eval.fusion in ("logits", "softmax"), "eval.fusion", "logits or softmax", self.eval.fusion),
+            (self.eval.crops in (1, 3), "eval.crops", "1 or 3", self.eval.crops),
+            (self.train.best_metric in ("top1", "top5", "mean_class_acc"), "train.best_metric", "top1, top5 or mean_class_acc", self.train.best_metric),
+            (self.schedule.epochs >= 1, "schedule.epochs", "a positive number of epochs", self.schedule.epochs),
+            (self.train.batch_size >= 1, "train.batch_size", "a positive number of clips", self.train.batch_size),
+            (self.optim.lr > 0, "optim.lr", "a positive learning rate", self.optim.lr),
+            (self.eval.clips >= 1, "eval.clips", "a positive number of clips", self.eval.clips),
+        ]
+        for ok, key, expected, got in checks:
+            if not ok:
+                raise ConfigError(f"{self.source or 'config'}: {key} must be {expected}, got {got!r}")
+        if self.data is None:
+            raise ConfigError(f"{self.source or 'config'}: the 'data' section is missing")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Dotted key -> 1-based line number in a YAML document (for error messages)."""
+    import yaml
+
+    lines: dict[str, int] = {}
+
+    def walk(node, prefix):
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = f"{prefix}{k.value}"
+                lines[key] = k.start_mark.line + 1
+                walk(v, key + ".")
+
+    try:
+        walk(yaml.compose(text), "")
+    except yaml.YAMLError:
+        pass
+    return lines
+
+
+def _where(source: str | None, lines: dict[str, int], key: str) -> str:
+    if source is None:
+        return "config"
+    line = lines.get(key)
+    return f"{source}, line {line}" if line else source
+
+
+def _convert(value: Any, tp: Any, key: str, where) -> Any:
+    """Coerce a YAML value to a field type (tuples from lists, ints to floats)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], key, where) if len(inner) == 1 else value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where(key)}: '{key}' must be a list, got {value!r}")
+        item = args[0] if args else Any
+        return tuple(_convert(v, item, key, where) for v in value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML reads 5e-4 (no dot) as a string
+        except ValueError:
+            pass
+    if tp in (int, float, bool, str) and not isinstance(value, tp):
+        if not (tp is float and isinstance(value, int)):
+            raise ConfigError(f"{where(key)}: '{key}' must be {tp.__name__}, got {value!r}")
+    return value
+
+
+def dataclass_from_dict(cls, data: dict, prefix: str = "", where=lambda k: "config"):
+    """Build dataclass ``cls`` from a dict, refusing unknown keys (named with their path)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where(prefix.rstrip('.'))}: '{prefix.rstrip('.')}' must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        key = prefix + str(unknown[0])
+        raise ConfigError(
+            f"{where(key)}: unknown key '{key}'; valid keys{' in ' + repr(prefix.rstrip('.')) if prefix else ''} are {names}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if is_dataclass(tp) and isinstance(tp, type):
+            kwargs[name] = dataclass_from_dict(tp, value or {}, f"{prefix}{name}.", where)
+        else:
+            kwargs[name] = _convert(value, tp, prefix + name, where)
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        raise ConfigError(f"{where(prefix.rstrip('.'))}: {exc}") from exc
+
+
+def _data_config(data: dict, where):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where('data')}: 'data' must be a mapping")
+    if data.get("dataset") == "synthetic":
+        from ..data.synthetic import SyntheticDataConfig
+
+        return dataclass_from_dict(SyntheticDataConfig, data, "data.", where)
+    from ..data.config import DataConfig
+
+    try:
+        return DataConfig.from_dict(data)
+    except ValueError as exc:
+        # DataConfig names the key; add the file and line where we know them.
+        message = str(exc)
+        for key in data:
+            if f"'{key}'" in message:
+                raise ConfigError(f"{where('data.' + key)}: data.{message}") from exc
+        raise ConfigError(f"{where('data')}: {message}") from exc
+
+
+def config_from_dict(raw: dict, source: str | None = None, text: str | None = None) -> TrainConfig:
+    """Build and validate a :class:`TrainConfig` from a parsed YAML mapping."""
+    lines = _key_lines(text) if text else {}
+    where = lambda key: _where(source, lines, key)  # noqa: E731
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source or 'config'}: expected a mapping of sections at the top level")
+    raw = dict(raw)
+    sections = [f.name for f in fields(TrainConfig) if f.name != "source"]
+    unknown = [k for k in raw if k not in sections]
+    if unknown:
+        raise ConfigError(f"{where(unknown[0])}: unknown section '{unknown[0]}'; valid sections are {sections}")
+    model_raw = dict(raw.pop("model", None) or {})
+    model = ModelSection(arch=model_raw.pop("arch", ModelSection.arch), pretrained=model_raw.pop("pretrained", None))
+    from ..models import ModelConfig
+
+    valid = [n for n in ModelConfig.field_names() if n not in ("num_classes", "num_segments")]
+    for key in model_raw:
+        if key not in valid:
+            hint = " (it is set from the data section)" if key in ("num_classes", "num_segments") else ""
+            raise ConfigError(f"{where('model.' + key)}: unknown key 'model.{key}'{hint}; valid keys are {['arch', 'pretrained', *valid]}")
+    model.options = model_raw
+    data = _data_config(raw.pop("data"), where) if raw.get("data") is not None else None
+    raw.pop("data", None)
+    cfg = dataclass_from_dict(TrainConfig, raw, "", where)
+    cfg.model, cfg.data, cfg.source = model, data, source
+    cfg.validate()
+    return cfg
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    import yaml
+
+    if "=" not in item:
+        raise ConfigError(f"--set expects key=value (e.g. optim.lr=0.02), got {item!r}")
+    key, value = item.split("=", 1)
+    try:
+        parsed = yaml.safe_load(value) if value != "" else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: cannot parse value {value!r}: {exc}") from exc
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``section.key=value`` strings (values parsed as YAML) to a raw config mapping."""
+    raw = dict(raw)
+    for item in overrides or []:
+        path, value = _parse_override(item)
+        node = raw
+        for part in path[:-1]:
+            child = node.get(part)
+            node[part] = dict(child) if isinstance(child, dict) else {}
+            node = node[part]
+        node[path[-1]] = value
+    return raw
+
+
+RECIPES = Path(__file__).resolve().parents[1] / "configs"
+
+
+def bundled_recipes() -> list[str]:
+    """Names of the recipes shipped with the package (``motionsqueeze/configs/*.yaml``)."""
+    return sorted(p.stem for p in RECIPES.glob("*.yaml"))
+
+
+def resolve_recipe(name_or_path: str | Path) -> Path:
+    """A recipe file: an existing path, else a bundled recipe name such as ``sthv1_msnet_r50_8f``."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = RECIPES / f"{path.stem}.yaml"
+    if path.parent == Path(".") and bundled.is_file():
+        return bundled
+    raise FileNotFoundError(
+        f"config file {path} does not exist, and it is not a bundled recipe ({', '.join(bundled_recipes())})"
+    )
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML recipe (a path or a bundled recipe name), apply ``--set`` overrides, validate."""
+    import yaml
+
+    path = resolve_recipe(path)
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    raw = apply_overrides(raw, overrides or [])
+    return config_from_dict(raw, source=str(path), text=text)
+
+
+def config_to_dict(cfg: TrainConfig) -> dict:
+    """Plain-data form of a config (for checkpoints and the run folder's config.yaml)."""
+
+    def plain(v):
+        if is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    out = plain(cfg)
+    model = out.pop("model")
+    out["model"] = {"arch": model["arch"], "pretrained": model["pretrained"], **model["options"]}
+    out.pop("source", None)
+    return out

@@ -1,0 +1,384 @@
+"""The training loop, readable top to bottom.
+
+``fit(cfg)`` builds the model, data, optimiser and schedule from a :class:`TrainConfig`,
+optionally resumes, and then for each epoch: trains (mixed precision, gradient clipping,
+resumable data order), validates, logs metrics, and writes checkpoints atomically. Files of
+a run folder:
+
+* ``config.yaml`` - the resolved recipe;
+* ``checkpoints/last.pt`` - training checkpoint (model, optimiser, schedule, scaler, RNG,
+  data position), rewritten every epoch and every ``train.save_every_steps`` steps;
+* ``best.safetensors`` / ``final.safetensors`` - model files (``motionsqueeze.load_model``);
+* ``metrics.csv`` (one row per epoch), ``metrics.jsonl`` (epochs and step logs),
+  ``train.log``, ``skipped.log`` (items replaced under ``data.on_error: skip``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
+from .config import TrainConfig, config_to_dict
+from .data import build_split, class_names_of, input_size_of
+from .distributed import DistInfo, all_reduce_sum, cleanup_distributed, init_distributed
+from .evaluate import run_evaluation
+from .optim import LRSchedule, build_optimizer, scaled_lr
+from .sampling import ResumableSampler, SeededDataset
+
+__all__ = ["fit", "TrainResult", "NonFiniteLossError", "build_model_from_config", "autocast_context", "prepare_clips"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stopped without saving that state."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model: nn.Module
+    class_names: list[str]
+    history: list[dict] = field(default_factory=list)
+    best: dict | None = None
+    train_seconds: float = 0.0
+    is_main: bool = True  # False on ranks other than 0 of a torchrun job
+
+
+def build_model_from_config(cfg: TrainConfig, num_classes: int, log=print) -> nn.Module:
+    from ..models import create_model
+
+    kwargs = dict(cfg.model.options)
+    if cfg.model.pretrained:
+        kwargs["pretrained"] = cfg.model.pretrained
+    model = create_model(cfg.model.arch, num_classes=num_classes, num_segments=cfg.data.num_segments, **kwargs)
+    return model
+
+
+def autocast_context(amp: str, device: torch.device):
+    if amp == "none":
+        return contextlib.nullcontext()
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError("train.amp=fp16 needs a CUDA device; use bf16 or none on the CPU")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def prepare_clips(clip: torch.Tensor, device: torch.device, mean, std, channels_last: bool = False) -> torch.Tensor:
+    """uint8 clips (..., 3, H, W) -> normalised float on ``device`` (normalised after the copy,
+    so the host sends a quarter of the bytes)."""
+    from ..data.transforms import normalize_clip
+
+    x = normalize_clip(clip.to(device, non_blocking=True), mean, std)
+    if channels_last and x.dim() == 5:
+        # (N, T, 3, H, W): make each frame channels-last, which is what the 2D convs see.
+        n, t = x.shape[:2]
+        x = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).view(n, t, *x.shape[2:])
+    return x
+
+
+class _Logger:
+    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool):
+        self.enabled = enabled
+        self.run_dir = run_dir
+        self.tb = None
+        if enabled:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self.log_file = open(run_dir / "train.log", "a")
+            if tensorboard:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+
+                    self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+                except Exception:  # tensorboard not installed: CSV/JSONL only
+                    self.tb = None
+
+    def __call__(self, message: str) -> None:
+        if self.enabled:
+            print(message, flush=True)
+            self.log_file.write(message + "\n")
+            self.log_file.flush()
+
+    def record(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            step = row.get("step", 0)
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
+                    self.tb.add_scalar(f"{row.get('kind', 'train')}/{k}", v, step)
+
+    def epoch_row(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        path = self.run_dir / "metrics.csv"
+        keys = ["epoch", "step", "lr", "train_loss", "train_top1", "val_top1", "val_top5", "val_mean_class_acc", "skipped", "seconds"]
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow({k: row.get(k, "") for k in keys})
+
+    def close(self) -> None:
+        if self.enabled:
+            self.log_file.close()
+            if self.tb is not None:
+                self.tb.close()
+
+
+def _loader(dataset, sampler, batch_size, workers, seed, device) -> DataLoader:
+    from ..data import collate_clips
+
+    return DataLoader(
+        SeededDataset(dataset, seed),
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_clips,
+        pin_memory=device.type == "cuda",
+        drop_last=False,
+        persistent_workers=False,
+        # Own generator: creating the iterator must not consume the global RNG (dropout).
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model)
+
+
+def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: str | None = None, quiet: bool = False) -> TrainResult:
+    """Train a model as ``cfg`` describes; see the module docstring for the files written.
+
+    Args:
+        cfg: the recipe.
+        run_dir: output folder (default ``cfg.out`` or ``runs/<recipe name>``).
+        resume: ``None`` (fresh run; refuses a folder that already holds a checkpoint),
+            ``"auto"`` (continue from the folder's last checkpoint if there is one) or a path.
+        quiet: no per-step log lines (the demo trains three models in a row).
+    """
+    info = init_distributed(cfg.train.device)
+    try:
+        return _fit(cfg, info, run_dir, resume, quiet)
+    finally:
+        cleanup_distributed()
+
+
+def _fit(cfg: TrainConfig, info: DistInfo, run_dir, resume, quiet) -> TrainResult:
+    run = Path(run_dir or cfg.out or Path("runs") / Path(cfg.source or "run").stem)
+    device = info.device
+    t = cfg.train
+
+    # --- where to start
+    ckpt_path = None
+    if resume == "auto":
+        ckpt_path = latest_checkpoint(run)
+    elif resume:
+        ckpt_path = Path(resume)
+    elif latest_checkpoint(run) is not None:
+        raise ValueError(
+            f"run folder {run} already holds a checkpoint ({latest_checkpoint(run)}); pass --resume auto to "
+            f"continue it, or choose another --out so that finished work is not overwritten"
+        )
+    log = _Logger(run, info.is_main, t.tensorboard)
+    state = load_checkpoint(ckpt_path, map_location="cpu") if ckpt_path else None
+
+    # --- data
+    class_names = class_names_of(cfg.data)
+    mean, std = tuple(cfg.data.mean), tuple(cfg.data.std)
+    train_set = build_split(cfg.data, "train")
+    val_set = build_split(cfg.data, "val") if cfg.train.eval_every >= 0 else None
+    sampler = ResumableSampler(len(train_set), seed=t.seed, shuffle=True, rank=info.rank, world_size=info.world_size)
+    steps_per_epoch = math.ceil(len(sampler) / t.batch_size)
+    if t.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, t.max_steps_per_epoch)
+
+    # --- model, optimiser, schedule
+    torch.manual_seed(t.seed)
+    model = build_model_from_config(cfg, len(class_names), log)
+    if cfg.train.sync_bn and info.enabled:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    if t.channels_last:
+        model.to(memory_format=torch.channels_last)
+    total_batch = t.batch_size * info.world_size
+    base_lr = scaled_lr(cfg.optim, total_batch)
+    optimizer = build_optimizer(model, cfg.optim, base_lr)
+    schedule = LRSchedule(optimizer, cfg.schedule, base_lr, steps_per_epoch)
+    scaler = torch.amp.GradScaler(device.type, enabled=(t.amp == "fp16"))
+
+    epoch, step_in_epoch, global_step, best, history = 0, 0, 0, None, []
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        scaler.load_state_dict(state["scaler"])
+        epoch, step_in_epoch, global_step = state["epoch"], state["step_in_epoch"], state["step"]
+        best, history = state.get("best"), list(state.get("history", []))
+        log(f"resumed from {ckpt_path} at epoch {epoch + 1}, step {step_in_epoch} of {steps_per_epoch}")
+    if state is not None and info.world_size == 1 and state.get("world_size", 1) == 1:
+        restore_rng(state["rng"])  # same dropout masks as an uninterrupted run
+    else:
+        # Weights are equal on every rank (seeded above); dropout streams differ per rank.
+        torch.manual_seed(t.seed + 1000 * info.rank + global_step + 1)
+
+    if info.is_main and state is None:
+        import yaml
+
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    if info.is_main:
+        log(
+            f"{cfg.model.arch}: {sum(p.numel() for p in model.parameters()):,} parameters, {len(class_names)} classes, "
+            f"{len(train_set)} training clips, {steps_per_epoch} steps/epoch x {cfg.schedule.epochs} epochs, "
+            f"batch {t.batch_size} x {info.world_size} process(es), lr {base_lr:g}, device {device}"
+        )
+
+    step_model: nn.Module = model
+    if info.enabled:
+        step_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if t.compile:
+        step_model = torch.compile(step_model)
+
+    def checkpoint_state(ep: int, in_epoch: int) -> dict:
+        return {
+            "model": _unwrap(model).state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "scaler": scaler.state_dict(),
+            "epoch": ep,
+            "step_in_epoch": in_epoch,
+            "step": global_step,
+            "rng": capture_rng(),
+            "best": best,
+            "history": history,
+            "world_size": info.world_size,
+            "config": config_to_dict(cfg),
+            "class_names": class_names,
+            "train_seconds": trained_seconds + time.perf_counter() - started,
+        }
+
+    def save(ep: int, in_epoch: int) -> None:
+        if info.is_main:
+            save_checkpoint(run / "checkpoints" / "last.pt", checkpoint_state(ep, in_epoch))
+
+    # Training time across interruptions: what earlier runs recorded plus this run's clock.
+    started = time.perf_counter()
+    trained_seconds = float(state.get("train_seconds", 0.0)) if state else 0.0
+    input_size = input_size_of(cfg.data)
+    while epoch < cfg.schedule.epochs:
+        epoch_start = time.perf_counter()
+        sampler.set_epoch(epoch, start=step_in_epoch * t.batch_size)
+        loader = _loader(train_set, sampler, t.batch_size, t.workers, t.seed, device)
+        step_model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        seen = torch.zeros((), device=device)
+        skipped: list[str] = []
+        bar = None
+        if t.progress and info.is_main and not quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            bar = tqdm(total=steps_per_epoch, initial=step_in_epoch, desc=f"epoch {epoch + 1}/{cfg.schedule.epochs}", leave=False)
+        for batch in loader:
+            if step_in_epoch >= steps_per_epoch:
+                break
+            skipped += batch["skipped"]
+            clips = prepare_clips(batch["clip"], device, mean, std, t.channels_last)
+            labels = batch["label"].to(device, non_blocking=True)
+            with autocast_context(t.amp, device):
+                logits = step_model(clips)
+                loss = F.cross_entropy(logits.float(), labels)
+            bad = all_reduce_sum((~torch.isfinite(loss.detach())).float(), info)
+            if bad.item() > 0:
+                last = latest_checkpoint(run)
+                raise NonFiniteLossError(
+                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {step_in_epoch + 1}; the run stopped "
+                    f"without saving this state. Last good checkpoint: {last or 'none yet'}. Lower optim.lr, set "
+                    f"optim.clip_grad_norm, or check the data, then resume with --resume auto."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.optim.clip_grad_norm:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            lr = schedule.step()
+            step_in_epoch += 1
+            global_step += 1
+            loss_sum += loss.detach() * len(labels)
+            correct += (logits.detach().argmax(1) == labels).sum()
+            seen += len(labels)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+            if not quiet and info.is_main and t.log_every and global_step % t.log_every == 0:
+                log.record({"kind": "step", "epoch": epoch + 1, "step": global_step, "loss": loss.item(), "lr": lr})
+                if bar is None:
+                    log(f"epoch {epoch + 1} step {step_in_epoch}/{steps_per_epoch}  loss {loss.item():.4f}  lr {lr:.3g}")
+            if t.save_every_steps and global_step % t.save_every_steps == 0 and step_in_epoch < steps_per_epoch:
+                save(epoch, step_in_epoch)
+        if bar is not None:
+            bar.close()
+        del loader
+
+        totals = all_reduce_sum(torch.stack([loss_sum, correct, seen]).float(), info)
+        epoch += 1
+        step_in_epoch = 0
+        row = {
+            "kind": "epoch", "epoch": epoch, "step": global_step, "lr": schedule.lr,
+            "train_loss": (totals[0] / totals[2].clamp(min=1)).item(),
+            "train_top1": (totals[1] / totals[2].clamp(min=1)).item() * 100,
+            "skipped": len(skipped),
+        }
+        if skipped and info.is_main:
+            with open(run / "skipped.log", "a") as f:
+                for message in skipped:
+                    f.write(f"epoch {epoch}: {message}\n")
+            log(f"epoch {epoch}: {len(skipped)} bad item(s) were replaced (data.on_error=skip); see {run / 'skipped.log'}")
+        validate = val_set is not None and (
+            (cfg.train.eval_every > 0 and epoch % cfg.train.eval_every == 0) or epoch == cfg.schedule.epochs
+        )
+        if validate:
+            report = run_evaluation(step_model, val_set, info, cfg, class_names, amp=t.amp, channels_last=t.channels_last)
+            row.update({"val_top1": report.top1, "val_top5": report.top5, "val_mean_class_acc": report.mean_class_acc})
+            metric = {"top1": report.top1, "top5": report.top5, "mean_class_acc": report.mean_class_acc}[t.best_metric]
+            if best is None or metric > best["value"]:
+                best = {"epoch": epoch, "metric": t.best_metric, "value": metric, **report.summary()}
+                if info.is_main:
+                    _save_model_file(_unwrap(model), run / "best.safetensors", cfg, class_names, input_size, mean, std)
+        row["seconds"] = time.perf_counter() - epoch_start
+        history.append(row)
+        log.record(row)
+        log.epoch_row(row)
+        if info.is_main:
+            val = f"  val top1 {row['val_top1']:.2f} top5 {row['val_top5']:.2f}" if "val_top1" in row else ""
+            log(f"epoch {epoch}/{cfg.schedule.epochs}  loss {row['train_loss']:.4f}  train top1 {row['train_top1']:.2f}{val}  ({row['seconds']:.0f}s)")
+        save(epoch, 0)
+
+    if info.is_main:
+        _save_model_file(_unwrap(model), run / "final.safetensors", cfg, class_names, input_size, mean, std)
+    log.close()
+    total_seconds = trained_seconds + time.perf_counter() - started
+    return TrainResult(run_dir=run, model=_unwrap(model), class_names=class_names, history=history, best=best, train_seconds=total_seconds, is_main=info.is_main)
+
+
+def _save_model_file(model, path, cfg, class_names, input_size, mean, std) -> None:
+    from ..models.weights import save_model
+
+    save_model(model, path, class_names=class_names, input_size=input_size, mean=mean, std=std,
+               extra={"recipe": cfg.source or "", "arch": cfg.model.arch})
