@@ -14,7 +14,7 @@ import sys
 
 from .. import __version__
 
-COMMANDS = ["flops"]
+COMMANDS = ["flops", "prepare", "check-data"]
 
 
 def build_parser() -> argparse.ArgumentParser:
