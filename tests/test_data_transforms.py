@@ -23,7 +23,7 @@ SS_NAMES = [
     "Pushing something from right to left",
     "Turning the camera left while filming something",
     "Turning the camera right while filming something",
-    "Moving something to the left of something",  # no mirror class in this list
+    "Plugging something into something but pulling it right out as you remove your hand",  # no mirror
     "Spinning something so it continues spinning",
 ]
 
@@ -103,7 +103,7 @@ def test_eval_transform_three_crops_along_the_longer_side():
 
 def test_direction_partners_from_class_names():
     partners = direction_partners(SS_NAMES)
-    assert partners == {1: 2, 2: 1, 3: 4, 4: 3, 5: 6, 6: 5, 7: None}
+    assert partners == {1: 2, 2: 1, 3: 4, 4: 3, 5: 6, 6: 5}  # "right out" is not a direction
 
 
 def _flip_outcomes(policy, label, draws=200):
@@ -121,7 +121,9 @@ def test_flip_policies():
     swap = FlipPolicy("direction-aware", "swap", partners)
     assert _flip_outcomes(swap, 3) == {(False, 3), (True, 4)}
     assert _flip_outcomes(swap, 6) == {(False, 6), (True, 5)}
-    assert _flip_outcomes(swap, 7) == {(False, 7)}  # no mirror class: never flipped
+    assert _flip_outcomes(swap, 7) == {(False, 7), (True, 7)}  # not direction-dependent
+    explicit = FlipPolicy("direction-aware", "swap", {7: None})
+    assert _flip_outcomes(explicit, 7) == {(False, 7)}  # listed without a mirror: never flipped
     with pytest.raises(ValueError, match="flip must be one of"):
         FlipPolicy("random")
 
