@@ -97,3 +97,19 @@ def test_check_list_api_counts(frames_data):
     assert report.format == "frames" and report.checked == 9
     assert [p.line for p in report.problems] == [2, 3, 4, 5, 6, 8, 9]
     assert [r.line for r in report.good] == [1, 7]
+
+
+def test_zero_frame_entry_is_reported_not_crashed_on(frames_data, tmp_path):
+    (tmp_path / "z.txt").write_text("good 0 0\n")
+    report = check_list(str(tmp_path / "z.txt"), str(frames_data))
+    assert [(p.kind, p.message.split(": ", 1)[1]) for p in report.problems] == [
+        ("wrong-count", "the list says 0 frames but the folder has 8"), ("too-short", "0 frames, fewer than 1")]
+
+
+def test_data_error_keeps_its_kind_across_processes():
+    import pickle
+
+    from motionsqueeze.data import DataError
+
+    err = pickle.loads(pickle.dumps(DataError("a.mp4: truncated", "truncated")))
+    assert str(err) == "a.mp4: truncated" and err.kind == "truncated" and isinstance(err, ValueError)

@@ -258,13 +258,7 @@ def load_class_names(path: str | os.PathLike) -> list[str]:
     """
     source = os.fspath(path)
     if source.lower().endswith(".json"):
-        try:
-            with open(source, encoding="utf-8-sig") as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            raise DataError(f"{source}: class-names file not found") from None
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{source}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+        data = read_json(source)
         if isinstance(data, dict):
             try:
                 by_index = {int(v): str(k) for k, v in data.items()}
@@ -298,6 +292,18 @@ def load_class_names(path: str | os.PathLike) -> list[str]:
             raise DataError(f"{source}: class name {name!r} appears twice (classes {seen[name]} and {i})")
         seen[name] = i
     return names
+
+
+def read_json(path: str | os.PathLike):
+    """Parse a JSON file; errors name the file (and line) as DataError."""
+    source = os.fspath(path)
+    try:
+        with open(source, encoding="utf-8-sig") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DataError(f"{source}: file not found", "missing") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{source}:{exc.lineno}: not valid JSON ({exc.msg})", "malformed") from None
 
 
 def write_class_names(path: str | os.PathLike, names: Iterable[str]) -> None:

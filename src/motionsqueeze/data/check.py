@@ -108,6 +108,8 @@ def _check_folder(job: _Job) -> list[tuple[str, str]]:
     n = min(found, listed) if listed is not None else found
     if n < job.min_frames:
         out.append(("too-short", f"{job.path}: {n} frames, fewer than {job.min_frames}"))
+    if n == 0:
+        return out
     reader = FrameFolderReader(job.path, job.template, job.start_index, n)
     for chunk in _chunks(n, job.full):
         reader.read(chunk)

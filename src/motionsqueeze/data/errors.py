@@ -22,3 +22,6 @@ class DataError(ValueError):
     def __init__(self, message: str, kind: str = "unreadable"):
         super().__init__(message)
         self.kind = kind
+
+    def __reduce__(self):  # keep ``kind`` when sent between processes
+        return type(self), (str(self), self.kind)

@@ -16,13 +16,12 @@ sorted by name, UCF-101 in the order of ``classInd.txt``.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
-from .annotations import VIDEO_EXTENSIONS, VideoRecord, write_class_names, write_list
+from .annotations import VIDEO_EXTENSIONS, VideoRecord, load_class_names, read_json, write_class_names, write_list
 from .errors import DataError
 from .readers import VideoReader, scan_frame_folder
 
@@ -100,6 +99,17 @@ def _class_index(names: list[str], name: str, where: str) -> int:
 
 # --------------------------------------------------------------------------- datasets
 
+# Something-Something: direction-dependent classes are not flipped (the authors' choice).
+_SS_FLIP = {"flip": "direction-aware", "flip_direction": "skip"}
+
+
+def _ss_splits(annotations: str, version: str, ext: str):
+    """``(split, file)`` of the Something-Something split files; the test file is optional."""
+    for split, suffix in (("train", "train"), ("val", "validation"), ("test", "test")):
+        path = _find(annotations, f"something-something-{version}-{suffix}.{ext}", required=split != "test")
+        if path is not None:
+            yield split, path
+
 
 def prepare_sthv1(root: str, annotations: str | None = None, workers: int = 8) -> Prepared:
     """Something-Something V1: JPEG folders ``<id>/00001.jpg`` and ``id;class`` CSV files."""
@@ -107,12 +117,8 @@ def prepare_sthv1(root: str, annotations: str | None = None, workers: int = 8) -
     ann = annotations or root
     names = sorted(t for _, t in _lines(_find(ann, "something-something-v1-labels.csv")))
     frames_root = _subdir(root, "20bn-something-something-v1")
-    out = Prepared("sthv1", names, {}, "frames", frames_root,
-                   config={"flip": "direction-aware", "flip_direction": "skip"})
-    for split, suffix in (("train", "train"), ("val", "validation"), ("test", "test")):
-        path = _find(ann, f"something-something-v1-{suffix}.csv", required=split != "test")
-        if path is None:
-            continue
+    out = Prepared("sthv1", names, {}, "frames", frames_root, config=dict(_SS_FLIP))
+    for split, path in _ss_splits(ann, "v1", "csv"):
         rows = []
         for i, text in _lines(path):
             vid, _, cls = text.partition(";")
@@ -140,24 +146,13 @@ def prepare_sthv2(root: str, annotations: str | None = None, workers: int = 8) -
     """Something-Something V2: ``<id>.webm`` and the JSON label and split files."""
     _check_root(root)
     ann = annotations or root
-    labels_path = _find(ann, "something-something-v2-labels.json")
-    labels = _json(labels_path)
-    try:
-        by_index = {int(v): k for k, v in labels.items()}
-        names = [by_index[i] for i in range(len(labels))]
-    except (AttributeError, KeyError, TypeError, ValueError):
-        raise DataError(f"{labels_path}: expected an object {{class name: index}} with indices "
-                        f"0..N-1", "malformed") from None
+    names = load_class_names(_find(ann, "something-something-v2-labels.json"))
     videos = _subdir(root, "20bn-something-something-v2")
     present = set(os.listdir(videos))
-    out = Prepared("sthv2", names, {}, "video", videos,
-                   config={"flip": "direction-aware", "flip_direction": "skip"})
-    for split, suffix in (("train", "train"), ("val", "validation"), ("test", "test")):
-        path = _find(ann, f"something-something-v2-{suffix}.json", required=split != "test")
-        if path is None:
-            continue
+    out = Prepared("sthv2", names, {}, "video", videos, config=dict(_SS_FLIP))
+    for split, path in _ss_splits(ann, "v2", "json"):
         records, missing = [], []
-        for k, item in enumerate(_json(path)):
+        for k, item in enumerate(read_json(path)):
             try:
                 vid = str(item["id"])
                 label = -1
@@ -174,14 +169,6 @@ def prepare_sthv2(root: str, annotations: str | None = None, workers: int = 8) -
                 missing.append(file)
         out.splits[split], out.missing[split] = records, missing
     return out
-
-
-def _json(path: str):
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            return json.load(f)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})", "malformed") from None
 
 
 def _index_videos(root: str) -> dict[str, str]:
