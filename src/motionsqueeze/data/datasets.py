@@ -34,7 +34,7 @@ from .readers import ClipReader, FrameFolderReader, VideoReader
 from .sampling import ClipSampler
 from .transforms import EvalTransform, FlipPolicy, TrainTransform, direction_partners
 
-__all__ = ["VideoClipDataset", "build_dataset", "collate_clips", "SPLITS"]
+__all__ = ["VideoClipDataset", "build_dataset", "collate_clips", "summarize_skipped", "SPLITS"]
 
 SPLITS = ("train", "val", "test")
 
@@ -229,3 +229,19 @@ def collate_clips(batch: Sequence[dict]) -> dict:
         if key not in out:
             out[key] = [b[key] for b in batch]
     return out
+
+
+def summarize_skipped(messages: Sequence[str], limit: int = 5) -> str:
+    """A report of the ``skipped`` messages of an epoch: count, distinct items, the first few.
+
+    Returns ``""`` when there are none, else e.g. ``"3 bad items skipped (2 distinct):\n  ..."``.
+    """
+    if not messages:
+        return ""
+    distinct = list(dict.fromkeys(messages))
+    lines = [f"{len(messages)} bad item{'s' if len(messages) != 1 else ''} skipped "
+             f"({len(distinct)} distinct; run `motionsqueeze check-data` on the list):"]
+    lines += [f"  {m}" for m in distinct[:limit]]
+    if len(distinct) > limit:
+        lines.append(f"  ... and {len(distinct) - limit} more")
+    return "\n".join(lines)

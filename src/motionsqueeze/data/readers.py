@@ -50,6 +50,7 @@ __all__ = [
     "scan_frame_folder",
     "FolderScan",
     "check_template",
+    "start_index_hint",
 ]
 
 
@@ -131,12 +132,15 @@ class FolderScan:
         missing: 0-based indices missing below the highest frame present (gaps).
         last: 0-based index of the highest-numbered frame present (-1 if none).
         other_files: up to 3 names in the folder that do not match the template.
+        before_start: a frame numbered ``start_index - 1`` exists (numbering from 0 read
+            as numbering from 1 looks like this).
     """
 
     num_frames: int
     missing: list[int]
     last: int
     other_files: list[str]
+    before_start: bool = False
 
 
 def scan_frame_folder(path: str, template: str = "{:05d}.jpg", start_index: int = 1) -> FolderScan:
@@ -164,7 +168,16 @@ def scan_frame_folder(path: str, template: str = "{:05d}.jpg", start_index: int 
         n += 1
     last = max((i for i in present if i >= 0), default=-1)
     missing = [i for i in range(n, last) if i not in present]
-    return FolderScan(num_frames=n, missing=missing, last=last, other_files=sorted(other))
+    return FolderScan(num_frames=n, missing=missing, last=last, other_files=sorted(other),
+                      before_start=-1 in present)
+
+
+def start_index_hint(folder: str, template: str, start_index: int) -> str:
+    """A hint when the folder holds frame ``start_index - 1`` (0- vs 1-based numbering)."""
+    if start_index > 0 and os.path.exists(os.path.join(folder, template.format(start_index - 1))):
+        return (f" (the folder has {template.format(start_index - 1)!r}: if its frames are numbered "
+                f"from {start_index - 1}, set start_index to {start_index - 1})")
+    return ""
 
 
 class FrameFolderReader(ClipReader):
@@ -188,7 +201,8 @@ class FrameFolderReader(ClipReader):
         if num_frames is None:
             scan = scan_frame_folder(self.path, template, start_index)
             if scan.num_frames == 0:
-                hint = f" (it holds e.g. {scan.other_files})" if scan.other_files else " (it is empty)"
+                hint = (start_index_hint(self.path, template, start_index)
+                        or (f" (it holds e.g. {scan.other_files})" if scan.other_files else " (it is empty)"))
                 raise DataError(f"{self.path}: no frame named {template.format(start_index)!r}{hint}; "
                                 "set the file-name template and start index of your frames", "missing")
             if scan.missing:
@@ -218,8 +232,9 @@ class FrameFolderReader(ClipReader):
                 with Image.open(file) as img:
                     frames[i] = np.asarray(img.convert("RGB"))
             except FileNotFoundError:
+                hint = start_index_hint(self.path, self.template, self.start_index)
                 raise DataError(f"{file}: missing frame {i + 1} of {self.num_frames}; the list says "
-                                f"{self.num_frames} frames (re-extract the frames or fix the list)",
+                                f"{self.num_frames} frames{hint or ' (re-extract the frames or fix the list)'}",
                                 "missing") from None
             except (OSError, ValueError, SyntaxError) as exc:
                 # Pillow raises OSError for truncated data and UnidentifiedImageError
