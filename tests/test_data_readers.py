@@ -78,6 +78,8 @@ def test_video_reads_exactly_the_frames_a_full_decode_gives(videos, ext):
             idx = [rng.randrange(40) for _ in range(8)]
             assert np.array_equal(r.read(idx).numpy(), ref[idx])
         assert np.array_equal(r.read([39, 0, 39]).numpy(), ref[[39, 0, 39]])
+    with VideoReader(videos[ext], threads=2) as r:  # frame-threaded decoding
+        assert np.array_equal(r.read([5, 38, 17]).numpy(), ref[[5, 38, 17]])
     # Frames are in presentation order: the grey level identifies them.
     assert [abs(int(ref[k, 16, 47, 1]) - frame_level(k)) <= 4 for k in range(40)] == [True] * 40
 

@@ -19,7 +19,8 @@ Videos (PyAV / FFmpeg: H.264 mp4, VP9 webm, MPEG-4 avi, ...)
     Reading decodes forward from the current position, and seeks to the last keyframe before
     the next wanted frame when that skips at least ``seek_gap`` frames. If decoded frames do
     not carry the time stamps of the packets (some avi files), the reader falls back to
-    decoding from the start and counting frames.
+    decoding from the start and counting frames. A packet the decoder rejects is skipped, as
+    FFmpeg's own tools do (the next frame stands in); more than ``max(2, 5%)`` is an error.
 
     When decoding ends before the packet count says it should, the video is truncated: up to
     ``max(2, 5%)`` missing frames at the end are treated as an imprecise count (the last
@@ -283,7 +284,8 @@ class VideoReader(ClipReader):
                 raise DataError(f"{self.path}: the file has no video stream")
             self._stream = self._container.streams.video[0]
             self._stream.codec_context.thread_count = max(1, int(threads))
-            self._stream.thread_type = "SLICE"
+            # Frame threading decodes several frames at once: only worth it with threads.
+            self._stream.thread_type = "AUTO" if threads > 1 else "SLICE"
             rate = self._stream.average_rate or self._stream.guessed_rate
             self.fps = float(rate) if rate else None
             self.header_frames = int(self._stream.frames or 0)
@@ -292,6 +294,9 @@ class VideoReader(ClipReader):
         except DataError:
             self.close()
             raise
+        except PermissionError:
+            self.close()
+            raise DataError(f"{self.path}: permission denied") from None
         except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
             self.close()
             raise DataError(f"{self.path}: cannot open the video ({exc}); the file is truncated, "
