@@ -77,8 +77,9 @@ def test_test_views_are_clip_major_and_match_the_frames(data):
 
 def test_on_error_raise_names_the_list_line_the_file_and_the_problem(data):
     ds = build_dataset(_cfg(data, lst="frames"), "val")
-    with pytest.raises(DataError, match=r"frames.txt:3: .*missing: frame folder not found"):
+    with pytest.raises(DataError, match=r"frames.txt:3: .*missing: frame folder not found") as info:
         ds[2]
+    assert info.value.kind == "missing"
     with pytest.raises(DataError, match=r"frames.txt:4: .*00009.jpg: missing frame 9 of 10"):
         ds[3]
     with pytest.raises(DataError, match=r"frames.txt:5: .*corrupt.00003.jpg: cannot decode the image"):

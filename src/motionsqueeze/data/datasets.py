@@ -129,7 +129,7 @@ class VideoClipDataset(Dataset):
                 return {"clip": clip, "label": label, "index": current, "skipped": skipped}
             except DataError as exc:
                 if self.on_error == "raise":
-                    raise DataError(f"{self._where(current)}: {exc}") from None
+                    raise DataError(f"{self._where(current)}: {exc}", exc.kind) from None
                 skipped.append(f"{self._where(current)}: {exc}")
                 current = self._replacement(index, attempt)
         raise DataError(
