@@ -1,0 +1,59 @@
+"""``motionsqueeze check-data LIST --root DIR``: find unusable entries before training."""
+
+from __future__ import annotations
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "check-data",
+        help="scan an annotation list and report missing, unreadable, truncated, too-short or "
+        "mislabelled entries",
+        description="Open every entry of an annotation list and report, with its line number, "
+        "each one that is malformed, missing, unreadable, truncated, too short or mislabelled. "
+        "Exits with status 1 when any problem is found (0 otherwise).",
+    )
+    p.add_argument("list", help="annotation list (PATH NUM_FRAMES LABEL or PATH LABEL per line)")
+    p.add_argument("--root", default="", help="folder the list's paths are relative to")
+    p.add_argument("--format", choices=["frames", "video"], default=None,
+                   help="list format (default: guessed from the first line)")
+    p.add_argument("--template", default="{:05d}.jpg",
+                   help="frame file names of frame folders (default {:05d}.jpg)")
+    p.add_argument("--start-index", type=int, default=1,
+                   help="number of the first frame file (default 1)")
+    p.add_argument("--classes", default=None,
+                   help="class-names file: labels must be in range and match class folders")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="label range when there is no class-names file")
+    p.add_argument("--min-frames", type=int, default=1,
+                   help="report entries with fewer frames (default 1; use the clip length "
+                   "to find videos that will repeat frames)")
+    p.add_argument("--full", action="store_true",
+                   help="decode every frame (slow) instead of the first and last")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    p.add_argument("--write-good", metavar="FILE", default=None,
+                   help="also write the entries without problems to FILE, a list of the same format")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    return p
+
+
+def run(args) -> int:
+    import sys
+
+    from ..data.annotations import write_list
+    from ..data.check import check_list
+
+    if args.workers < 1 or args.min_frames < 0:
+        raise ValueError("--workers must be >= 1 and --min-frames >= 0")
+    report = check_list(
+        args.list, args.root, fmt=args.format, template=args.template, start_index=args.start_index,
+        class_names=args.classes, num_classes=args.num_classes, min_frames=args.min_frames,
+        full=args.full, workers=args.workers, progress=sys.stderr.isatty() and not args.quiet,
+    )
+    if not args.quiet:
+        for p in report.problems:
+            print(f"{args.list}:{p.line}: {p.kind}: {p.message}")
+    if args.write_good:
+        n = write_list(args.write_good, report.good, report.format)
+        print(f"wrote {n} good entries to {args.write_good}")
+    print(report.summary())
+    return 1 if report.problems else 0

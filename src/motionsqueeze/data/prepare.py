@@ -1,0 +1,453 @@
+"""``prepare``: turn each public dataset's own annotation files into our lists.
+
+Every ``prepare_<dataset>(root, annotations=None)`` reads the files as distributed (layouts
+in ``docs/datasets.md``) and returns a :class:`Prepared`: class names, the records of each
+split, and the annotated items whose media is not on disk (Kinetics always has some).
+:func:`extract_frames` optionally turns the videos into JPEG frame folders, in parallel and
+resumably; :func:`write_prepared` writes ``classes.txt``, one list per split, a
+``missing_<split>.txt`` where media is missing, and ``data.yaml`` (a ``DataConfig``).
+
+Class orders follow common practice so that published indices match: Something-Something
+V1 sorted by name (TSM's order; the authors' direction-dependent classes 86, 87, 93, 94,
+166, 167 are indices in it), V2 in the order of its label file, Kinetics-400 and HMDB-51
+sorted by name, UCF-101 in the order of ``classInd.txt``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+
+from .annotations import VIDEO_EXTENSIONS, VideoRecord, load_class_names, read_json, write_class_names, write_list
+from .errors import DataError
+from .readers import VideoReader, scan_frame_folder
+
+__all__ = ["Prepared", "DATASETS", "prepare", "extract_frames", "write_prepared"]
+
+DOCS = "see docs/datasets.md for the expected layout"
+
+
+@dataclass
+class Prepared:
+    """Lists of one dataset, ready to write.
+
+    Attributes:
+        dataset: name (``"sthv1"``, ...).
+        class_names: names in index order.
+        splits: list name (``"train"``, ``"val"``, ``"train_split1"``, ...) -> records.
+        format: ``"frames"`` or ``"video"``.
+        media_root: folder the record paths are relative to.
+        template, start_index: frame file names (frame lists).
+        missing: list name -> annotated items whose media was not found.
+        config: extra ``DataConfig`` settings for ``data.yaml`` (list names of the default
+            train/val/test splits, flip policy).
+    """
+
+    dataset: str
+    class_names: list[str]
+    splits: dict[str, list[VideoRecord]]
+    format: str
+    media_root: str
+    template: str = "{:05d}.jpg"
+    start_index: int = 1
+    missing: dict[str, list[str]] = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _find(annotations: str, name: str, *, required: bool = True) -> str | None:
+    """``annotations/name`` or ``annotations/*/name``."""
+    candidates = [os.path.join(annotations, name)]
+    if os.path.isdir(annotations):
+        candidates += [os.path.join(annotations, d, name) for d in sorted(os.listdir(annotations))
+                       if os.path.isdir(os.path.join(annotations, d))]
+    for c in candidates:
+        if os.path.exists(c):
+            return c
+    if required:
+        raise DataError(f"{name} not found in {annotations} or its sub-folders; {DOCS}", "missing")
+    return None
+
+
+def _subdir(root: str, name: str) -> str:
+    """``root/name`` when the download's top folder is there, else ``root``."""
+    inner = os.path.join(root, name)
+    return inner if os.path.isdir(inner) else root
+
+
+def _check_root(root: str) -> None:
+    if not os.path.isdir(root):
+        raise DataError(f"{root}: dataset root not found or not a folder; {DOCS}", "missing")
+
+
+def _lines(path: str) -> list[tuple[int, str]]:
+    with open(path, encoding="utf-8-sig") as f:
+        return [(i, t.strip()) for i, t in enumerate(f, 1) if t.strip()]
+
+
+def _class_index(names: list[str], name: str, where: str) -> int:
+    try:
+        return names.index(name)
+    except ValueError:
+        raise DataError(f"{where}: class {name!r} is not in the class list", "mislabelled") from None
+
+
+# --------------------------------------------------------------------------- datasets
+
+# Something-Something: direction-dependent classes are not flipped (the authors' choice).
+_SS_FLIP = {"flip": "direction-aware", "flip_direction": "skip"}
+
+
+def _ss_splits(annotations: str, version: str, ext: str):
+    """``(split, file)`` of the Something-Something split files; the test file is optional."""
+    for split, suffix in (("train", "train"), ("val", "validation"), ("test", "test")):
+        path = _find(annotations, f"something-something-{version}-{suffix}.{ext}", required=split != "test")
+        if path is not None:
+            yield split, path
+
+
+def prepare_sthv1(root: str, annotations: str | None = None, workers: int = 8) -> Prepared:
+    """Something-Something V1: JPEG folders ``<id>/00001.jpg`` and ``id;class`` CSV files."""
+    _check_root(root)
+    ann = annotations or root
+    names = sorted(t for _, t in _lines(_find(ann, "something-something-v1-labels.csv")))
+    frames_root = _subdir(root, "20bn-something-something-v1")
+    out = Prepared("sthv1", names, {}, "frames", frames_root, config=dict(_SS_FLIP))
+    for split, path in _ss_splits(ann, "v1", "csv"):
+        rows = []
+        for i, text in _lines(path):
+            vid, _, cls = text.partition(";")
+            if not vid or (split != "test" and not cls):
+                raise DataError(f"{path}:{i}: expected 'ID;CLASS NAME', got {text!r}", "malformed")
+            rows.append((vid, _class_index(names, cls, f"{path}:{i}") if cls else -1))
+        counts = _count_frames(frames_root, [v for v, _ in rows], "{:05d}.jpg", 1, workers)
+        out.splits[split] = [VideoRecord(v, label, n) for (v, label), n in zip(rows, counts) if n]
+        out.missing[split] = [v for (v, _), n in zip(rows, counts) if not n]
+    return out
+
+
+def _count_frames(root: str, folders: list[str], template: str, start: int, workers: int) -> list[int]:
+    """Frames in each folder (0 when missing); listing folders is I/O-bound, so threads."""
+    def count(folder: str) -> int:
+        try:
+            return scan_frame_folder(os.path.join(root, folder), template, start).num_frames
+        except DataError:
+            return 0
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        return list(pool.map(count, folders))
+
+
+def prepare_sthv2(root: str, annotations: str | None = None, workers: int = 8) -> Prepared:
+    """Something-Something V2: ``<id>.webm`` and the JSON label and split files."""
+    _check_root(root)
+    ann = annotations or root
+    names = load_class_names(_find(ann, "something-something-v2-labels.json"))
+    videos = _subdir(root, "20bn-something-something-v2")
+    present = set(os.listdir(videos))
+    out = Prepared("sthv2", names, {}, "video", videos, config=dict(_SS_FLIP))
+    for split, path in _ss_splits(ann, "v2", "json"):
+        records, missing = [], []
+        for k, item in enumerate(read_json(path)):
+            try:
+                vid = str(item["id"])
+                label = -1
+                if split != "test":
+                    label = _class_index(names, item["template"].replace("[", "").replace("]", ""),
+                                         f"{path} item {k}")
+            except (KeyError, TypeError, AttributeError):
+                raise DataError(f"{path} item {k}: expected an object with 'id' and 'template', "
+                                f"got {item!r:.80}", "malformed") from None
+            file = f"{vid}.webm"
+            if file in present:
+                records.append(VideoRecord(file, label))
+            else:
+                missing.append(file)
+        out.splits[split], out.missing[split] = records, missing
+    return out
+
+
+def _index_videos(root: str) -> dict[str, str]:
+    """File stem -> path relative to ``root`` of every video below it."""
+    found = {}
+    for folder, _, files in os.walk(root):
+        for f in files:
+            stem, ext = os.path.splitext(f)
+            if ext.lower() in VIDEO_EXTENSIONS:
+                found.setdefault(stem, os.path.relpath(os.path.join(folder, f), root))
+    return found
+
+
+def prepare_kinetics400(root: str, annotations: str | None = None, workers: int = 8) -> Prepared:
+    """Kinetics-400: ``<youtube_id>_<start:06d>_<end:06d>.mp4`` (in class folders or flat) and
+    the CSV files ``label,youtube_id,time_start,time_end,split``."""
+    _check_root(root)
+    ann = annotations or root
+    videos = _index_videos(root)
+    tables = {}
+    for split, files in (("train", ["train.csv"]), ("val", ["validate.csv", "val.csv"]), ("test", ["test.csv"])):
+        path = next((p for p in (_find(ann, f, required=False) for f in files) if p), None)
+        if path is None and split != "test":
+            raise DataError(f"{' or '.join(files)} not found in {ann} or its sub-folders; {DOCS}", "missing")
+        if path is not None:
+            tables[split] = (path, _read_csv(path, ["youtube_id", "time_start", "time_end"]))
+    names = sorted({row["label"] for _, row in tables["train"][1]})
+    out = Prepared("kinetics400", names, {}, "video", root)
+    for split, (path, rows) in tables.items():
+        records, missing = [], []
+        for line, row in rows:
+            try:
+                stem = f"{row['youtube_id']}_{int(float(row['time_start'])):06d}_{int(float(row['time_end'])):06d}"
+            except ValueError:
+                raise DataError(f"{path}:{line}: time_start and time_end must be numbers", "malformed") from None
+            label = _class_index(names, row["label"], f"{path}:{line}") if row.get("label") else -1
+            # Some copies name clips by the YouTube id alone.
+            rel = videos.get(stem) or videos.get(row["youtube_id"])
+            if rel:
+                records.append(VideoRecord(rel, label))
+            else:
+                missing.append(stem)
+        out.splits[split], out.missing[split] = records, missing
+    return out
+
+
+def _read_csv(path: str, columns: list[str]) -> list[tuple[int, dict]]:
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f)
+        absent = [c for c in columns if c not in (reader.fieldnames or [])]
+        if absent:
+            raise DataError(f"{path}:1: header lacks {absent}; expected "
+                            "'label,youtube_id,time_start,time_end,split'", "malformed")
+        return [(reader.line_num, row) for row in reader]
+
+
+def prepare_hmdb51(root: str, annotations: str | None = None, workers: int = 8) -> Prepared:
+    """HMDB-51: ``<class>/<video>.avi`` and ``testTrainMulti_7030_splits/<class>_test_split{1,2,3}.txt``."""
+    _check_root(root)
+    ann = annotations or root
+    splits_dir = _find(ann, "testTrainMulti_7030_splits", required=False) or ann
+    suffix = "_test_split{}.txt"
+    files = sorted(f for f in os.listdir(splits_dir) if f.endswith(suffix.format(1)))
+    if not files:
+        raise DataError(f"no '<class>_test_split1.txt' files in {splits_dir}; {DOCS}", "missing")
+    names = sorted(f[: -len(suffix.format(1))] for f in files)
+    out = Prepared("hmdb51", names, {}, "video", root,
+                   config={"train_list": "train_split1", "val_list": "val_split1"})
+    for k in (1, 2, 3):
+        lists = {f"train_split{k}": [], f"val_split{k}": []}
+        missing = {name: [] for name in lists}
+        for label, cls in enumerate(names):
+            path = os.path.join(splits_dir, cls + suffix.format(k))
+            if not os.path.exists(path):
+                raise DataError(f"{path}: split file not found; {DOCS}", "missing")
+            for i, text in _lines(path):
+                parts = text.split()
+                if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+                    raise DataError(f"{path}:{i}: expected '<video>.avi <0|1|2>', got {text!r}", "malformed")
+                if parts[1] == "0":
+                    continue
+                name = f"{'train' if parts[1] == '1' else 'val'}_split{k}"
+                rel = f"{cls}/{parts[0]}"
+                if os.path.exists(os.path.join(root, rel)):
+                    lists[name].append(VideoRecord(rel, label))
+                else:
+                    missing[name].append(rel)
+        out.splits.update(lists)
+        out.missing.update(missing)
+    return out
+
+
+def prepare_ucf101(root: str, annotations: str | None = None, workers: int = 8) -> Prepared:
+    """UCF-101: ``<Class>/v_<Class>_gXX_cYY.avi`` and ``ucfTrainTestlist/`` (``classInd.txt``,
+    ``trainlist0{1,2,3}.txt`` with 1-based labels, ``testlist0{1,2,3}.txt``)."""
+    _check_root(root)
+    ann = annotations or root
+    class_file = _find(ann, "classInd.txt")
+    names = []
+    for i, text in _lines(class_file):
+        parts = text.split()
+        if len(parts) != 2 or parts[0] != str(len(names) + 1):
+            raise DataError(f"{class_file}:{i}: expected '{len(names) + 1} ClassName', got {text!r}", "malformed")
+        names.append(parts[1])
+    lookup = {n.lower(): i for i, n in enumerate(names)}
+    videos = _subdir(root, "UCF-101")
+    out = Prepared("ucf101", names, {}, "video", videos,
+                   config={"train_list": "train_split1", "val_list": "val_split1"})
+    for k in (1, 2, 3):
+        for kind, name in (("train", f"train_split{k}"), ("test", f"val_split{k}")):
+            path = os.path.join(os.path.dirname(class_file), f"{kind}list0{k}.txt")
+            if not os.path.exists(path):
+                raise DataError(f"{path}: split file not found; {DOCS}", "missing")
+            records, missing = [], []
+            for i, text in _lines(path):
+                parts = text.split()
+                rel = parts[0] if parts else ""
+                folder = rel.split("/")[0].lower()
+                if kind == "train" and len(parts) == 2 and parts[1].isdigit() and 1 <= int(parts[1]) <= len(names):
+                    label = int(parts[1]) - 1
+                elif kind == "test" and len(parts) == 1 and folder in lookup:
+                    label = lookup[folder]
+                else:
+                    raise DataError(f"{path}:{i}: expected 'Class/video.avi" + (" INDEX'" if kind == "train"
+                                    else "' with a class of classInd.txt") + f", got {text!r}", "malformed")
+                if os.path.exists(os.path.join(videos, rel)):
+                    records.append(VideoRecord(rel, label))
+                else:
+                    missing.append(rel)
+            out.splits[name], out.missing[name] = records, missing
+    return out
+
+
+DATASETS = {
+    "sthv1": prepare_sthv1,
+    "sthv2": prepare_sthv2,
+    "kinetics400": prepare_kinetics400,
+    "hmdb51": prepare_hmdb51,
+    "ucf101": prepare_ucf101,
+}
+
+
+def prepare(dataset: str, root: str, annotations: str | None = None, workers: int = 8) -> Prepared:
+    """Read the annotation files of ``dataset`` (one of :data:`DATASETS`)."""
+    if dataset not in DATASETS:
+        raise DataError(f"unknown dataset {dataset!r}; choose one of {sorted(DATASETS)}")
+    return DATASETS[dataset](root, annotations, workers)
+
+
+# --------------------------------------------------------------------------- frame extraction
+
+
+@dataclass(frozen=True)
+class _Extraction:
+    source: str
+    target: str
+    template: str
+    short_side: int | None
+    quality: int
+
+
+def _extract_one(job: _Extraction) -> tuple[int, str | None, bool]:
+    """``(frames, error, done before)``: decode every frame of one video into ``target``.
+
+    Frames go to ``target + ".part"`` first, renamed to ``target`` when complete, so a
+    ``target`` folder is always finished and an interrupted run leaves only a ``.part``
+    folder, which the next run replaces.
+    """
+    from PIL import Image
+
+    if os.path.isdir(job.target):
+        scan = scan_frame_folder(job.target, job.template, 1)
+        if scan.num_frames and not scan.missing:
+            return scan.num_frames, None, True
+        # We only ever rename complete folders into place, so this one is someone else's.
+        return 0, (f"{job.target}: exists but holds no complete frame sequence named like "
+                   f"{job.template.format(1)!r}; delete it to extract again"), False
+    part = job.target + ".part"
+    shutil.rmtree(part, ignore_errors=True)
+    os.makedirs(part)
+    n = 0
+    try:
+        with VideoReader(job.source) as reader:
+            for n, rgb in enumerate(reader.iter_frames(), 1):
+                img = Image.fromarray(rgb)
+                if job.short_side:
+                    w, h = img.size
+                    s = job.short_side / min(w, h)
+                    img = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR)
+                img.save(os.path.join(part, job.template.format(n)), quality=job.quality)
+        if n == 0:
+            raise DataError(f"{job.source}: no frame could be decoded")
+        os.replace(part, job.target)
+        return n, None, False
+    except (DataError, OSError) as exc:
+        shutil.rmtree(part, ignore_errors=True)
+        return 0, str(exc), False
+
+
+def extract_frames(prepared: Prepared, frames_root: str, *, workers: int = 1, template: str = "{:06d}.jpg",
+                   short_side: int | None = None, quality: int = 90, progress: bool = False
+                   ) -> tuple[Prepared, dict[str, str], int]:
+    """Decode every video of ``prepared`` into JPEG folders under ``frames_root``.
+
+    The folder of ``<dir>/<name>.<ext>`` is ``frames_root/<dir>/<name>``, frames numbered
+    from 1 with ``template``. Videos whose folder exists are skipped (a rerun resumes);
+    failures do not stop the others.
+
+    Returns:
+        ``(frame-list version of prepared, {video: error} of failures, videos done before)``;
+        failed videos are left out of the lists.
+    """
+    from tqdm import tqdm
+
+    from .readers import check_template
+
+    check_template(template)
+    if prepared.format != "video":
+        raise DataError(f"{prepared.dataset} is already a frame dataset; nothing to extract")
+    videos = sorted({r.path for records in prepared.splits.values() for r in records})
+    jobs = []
+    for rel in videos:
+        target = os.path.join(frames_root, os.path.splitext(rel)[0])
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        jobs.append(_Extraction(os.path.join(prepared.media_root, rel), target, template, short_side, quality))
+    counts, failures, before = {}, {}, 0
+    bar = tqdm(total=len(jobs), disable=not progress, desc="extracting", unit="video")
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        for rel, (n, error, done) in zip(videos, pool.map(_extract_one, jobs)):
+            bar.update()
+            if error:
+                failures[rel] = error
+            else:
+                counts[rel], before = n, before + done
+    bar.close()
+    splits = {name: [VideoRecord(os.path.splitext(r.path)[0], r.label, counts[r.path])
+                     for r in records if r.path in counts]
+              for name, records in prepared.splits.items()}
+    result = replace(prepared, splits=splits, format="frames", media_root=frames_root,
+                     template=template, start_index=1)
+    return result, failures, before
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_prepared(prepared: Prepared, out: str) -> list[str]:
+    """Write class names, lists, missing-media reports and ``data.yaml`` into ``out``.
+
+    Returns the paths written.
+    """
+    import yaml
+
+    os.makedirs(out, exist_ok=True)
+    written = [os.path.join(out, "classes.txt")]
+    write_class_names(written[0], prepared.class_names)
+    for name, records in prepared.splits.items():
+        path = os.path.join(out, f"{name}.txt")
+        write_list(path, records, prepared.format)
+        written.append(path)
+        if prepared.missing.get(name):
+            path = os.path.join(out, f"missing_{name}.txt")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write("".join(m + "\n" for m in prepared.missing[name]))
+            written.append(path)
+    extra = dict(prepared.config)
+    lists = {key: extra.pop(key, default) for key, default in
+             (("train_list", "train"), ("val_list", "val"), ("test_list", "test"))}
+    config = {"root": os.path.abspath(prepared.media_root)}
+    for key, name in lists.items():
+        if name in prepared.splits:
+            config[key] = os.path.abspath(os.path.join(out, f"{name}.txt"))
+    config.update(class_names=os.path.abspath(written[0]), format=prepared.format)
+    if prepared.format == "frames":
+        config.update(template=prepared.template, start_index=prepared.start_index)
+    config.update(extra)
+    path = os.path.join(out, "data.yaml")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(f"# DataConfig written by `motionsqueeze prepare {prepared.dataset}`\n")
+        yaml.safe_dump(config, f, sort_keys=False)
+    written.append(path)
+    return written
