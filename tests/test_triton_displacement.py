@@ -47,7 +47,7 @@ def _run(backend, f1, f2, grad, p, sigma, tau, normalize, device=DEVICE):
 def _assert_matches_reference(f1, f2, p, sigma, tau, normalize, out_tol, grad_tol, seed=0):
     """Triton on (f1, f2) against the float64 reference on the same (rounded) values."""
     n, _, h, w = f1.shape
-    grad = torch.randn(n, 3, h, w, generator=torch.Generator().manual_seed(seed + 1))
+    grad = torch.randn(n, 3, h, w, generator=torch.Generator().manual_seed(seed + 1)).to(f1.dtype)
     out, g1, g2 = _run("triton", f1, f2, grad, p, sigma, tau, normalize)
     assert out.dtype == f1.dtype and g1.dtype == f1.dtype and g2.dtype == f2.dtype
     ref, r1, r2 = _run("reference", f1.double(), f2.double(), grad.double(), p, sigma, tau, normalize, "cpu")
@@ -89,10 +89,10 @@ def test_channels_walked_in_chunks(monkeypatch):
     _assert_matches_reference(f1, f2, 5, 5.0, 100.0, True, out_tol=1e-5, grad_tol=1e-4)
 
 
-@pytest.mark.parametrize("dtype,out_tol,grad_tol", [(torch.float16, 2e-3, 5e-3), (torch.bfloat16, 1e-2, 3e-2)])
+@pytest.mark.parametrize("dtype,out_tol,grad_tol", [(torch.float16, 1e-3, 1e-3), (torch.bfloat16, 4e-3, 1e-2)])
 def test_half_precision_features(dtype, out_tol, grad_tol):
-    # Scores accumulate in float32 from the half-precision values, so the reference on the
-    # same rounded values differs by the rounding of the outputs and of dS (bfloat16).
+    # Scores accumulate in float32 from the half-precision values, so the float64 reference
+    # on the same rounded values differs by about one unit of the output's last place.
     f1, f2 = _features(2, 8, 5, 7, seed=3, dtype=dtype)
     _assert_matches_reference(f1, f2, 5, 5.0, 10.0, True, out_tol=out_tol, grad_tol=grad_tol)
 

@@ -27,6 +27,11 @@ size is stored. With ``a = inv * f`` the gradient through the normalisation is
 ``inv * (G - a * <a, G>)``, and ``<a, G> = sum_d dS * S`` is available in the kernel
 without a reduction over channels, so the kernels write the final gradients directly.
 
+Precision: scores accumulate in float32. Half-precision features feed tensor cores as they
+are (their products are exact in float32); float32 features use ``FP32_DOT_PRECISION``. In
+the backward, ``dS`` multiplies bfloat16 features as two bfloat16 parts (hi + lo, 16 bits)
+and float16 features in float32 (``dS`` can exceed the float16 range).
+
 Backward, per pixel with ``p = softmax(l)``, ``l = tau * g * S`` and offsets in units of r:
 ``dL/dl = p * (gu * dx/r + gv * dy/r - (gu * u + gv * v))`` and
 ``dL/dS = [S > 0] * (tau * g * dL/dl + gconf * [d == argmax])``. Then
@@ -119,11 +124,12 @@ def _inside(yk, xk, H, W):
 
 
 @triton.jit
-def _gaussian(di, dj, inv_two_sigma_sq):
-    """``exp(-(di^2 + dj^2) / (2 sigma^2))`` for integer cell offsets."""
-    di = di.to(tl.float32)
-    dj = dj.to(tl.float32)
-    return tl.exp(-(di * di + dj * dj) * inv_two_sigma_sq)
+def _gaussian(d, inv_two_sigma_sq):
+    """``exp(-d^2 / (2 sigma^2))`` for integer cell offsets ``d``: one factor of the
+    separable window; the horizontal factor of a tile is computed once per program where
+    the argmax is fixed, which saves an exponential per score."""
+    d = d.to(tl.float32)
+    return tl.exp(-d * d * inv_two_sigma_sq)
 
 
 @triton.jit
@@ -179,6 +185,7 @@ def _forward_kernel(
     su = tl.zeros((BLOCK_W,), dtype=tl.float32)
     sv = tl.zeros((BLOCK_W,), dtype=tl.float32)
     dx = (j - R).to(tl.float32)
+    gx = _gaussian(j - ix[:, None], inv_two_sigma_sq)
     for i in range(P):
         yk = y + i - R
         k_ok = _inside(yk, xk, H, W)
@@ -186,7 +193,7 @@ def _forward_kernel(
         s = _scores(q, f1_img, f2_img, y, xq, q_ok, yk, xk, k_ok, C, HW, W,
                     BLOCK_C, SINGLE, UPCAST, PRECISION)
         s = tl.maximum(s * inv_q[:, None] * inv_k[None, :], 0.0)
-        g = _gaussian(i - iy[:, None], j - ix[:, None], inv_two_sigma_sq)
+        g = _gaussian(i - iy, inv_two_sigma_sq)[:, None] * gx
         logit = tl.where(band, tau * g * s, float("-inf"))
         m_new = tl.maximum(m_run, tl.max(logit, axis=1))
         alpha = tl.exp(m_run - m_new)
@@ -206,18 +213,16 @@ def _forward_kernel(
 
 
 @triton.jit
-def _score_grad(s_pre, valid, di, j, idx, lse, u, v, gu, gv, gc, tau, inv_two_sigma_sq, inv_r,
-                P: tl.constexpr):
+def _score_grad(s_pre, valid, g, di, j, idx, lse, u, v, gu, gv, gc, tau, inv_r, P: tl.constexpr):
     """``dL/dS`` (before the ReLU) for a tile of scores of displacement row ``di``.
 
-    ``j`` is the horizontal displacement index of each entry and ``valid`` marks the
-    entries that are real (pixel, displacement) pairs; the per-pixel values (argmax
-    ``idx``, ``lse``, ``u``, ``v`` and the output gradients ``gu, gv, gc``) broadcast
-    against the tile as a column or a row.
+    ``j`` is the horizontal displacement index of each entry, ``g`` its Gaussian weight
+    and ``valid`` marks the entries that are real (pixel, displacement) pairs; the
+    per-pixel values (argmax ``idx``, ``lse``, ``u``, ``v`` and the output gradients
+    ``gu, gv, gc``) broadcast against the tile as a column or a row.
     """
     R: tl.constexpr = (P - 1) // 2
     s = tl.maximum(s_pre, 0.0)
-    g = _gaussian(di - idx // P, j - idx % P, inv_two_sigma_sq)
     p = tl.exp(tl.where(valid, tau * g * s - lse, float("-inf")))
     dlogit = p * ((gu * (j - R).to(tl.float32) + gv * (di - R)) * inv_r - (gu * u + gv * v))
     ds = tau * g * dlogit + tl.where(di * P + j == idx, gc, 0.0)
@@ -278,6 +283,7 @@ def _backward_kernel(
         gu = tl.load(gout_img + qpix, mask=q_ok, other=0.0)[:, None]
         gv = tl.load(gout_img + HW + qpix, mask=q_ok, other=0.0)[:, None]
         gc = tl.load(gout_img + 2 * HW + qpix, mask=q_ok, other=0.0)[:, None]
+        gx = _gaussian(j - idx % P, inv_two_sigma_sq)  # the argmax is fixed per query row
 
     acc = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
     dot_a = tl.zeros((BLOCK_W,), dtype=tl.float32)  # <a, dL/da> = sum_d dS * S
@@ -304,13 +310,20 @@ def _backward_kernel(
             gu = tl.load(gout_img + kpix, mask=k_ok, other=0.0)[None, :]
             gv = tl.load(gout_img + HW + kpix, mask=k_ok, other=0.0)[None, :]
             gc = tl.load(gout_img + 2 * HW + kpix, mask=k_ok, other=0.0)[None, :]
+            gx = _gaussian(j - idx % P, inv_two_sigma_sq)
+        g = _gaussian(i - idx // P, inv_two_sigma_sq) * gx
         valid = band & k_ok[None, :]
-        ds = _score_grad(s_pre, valid, i, j, idx, lse, u, v, gu, gv, gc, tau, inv_two_sigma_sq, inv_r, P)
+        ds = _score_grad(s_pre, valid, g, i, j, idx, lse, u, v, gu, gv, gc, tau, inv_r, P)
         dot_a += tl.sum(ds * s_pre, axis=1)
         ds = ds * inv_k[None, :]
-        if LOWP:  # bfloat16 features: a bfloat16 dS on tensor cores, as attention kernels do
-            ds = ds.to(k.dtype)
-        acc += _dot(ds, tl.trans(k), UPCAST, PRECISION)
+        if LOWP:
+            # bfloat16 features on tensor cores: dS = hi + lo in two bfloat16 parts keeps 16
+            # bits of it (one part alone loses too much where the normalisation cancels).
+            hi = ds.to(k.dtype)
+            lo = (ds - hi.to(tl.float32)).to(k.dtype)
+            acc += _dot(hi, tl.trans(k), UPCAST, PRECISION) + _dot(lo, tl.trans(k), UPCAST, PRECISION)
+        else:
+            acc += _dot(ds, tl.trans(k), UPCAST, PRECISION)
 
     grad_ptrs = grad_ptr + n.to(tl.int64) * C * HW + c[None, :] * HW + y * W + xq[:, None]
     if NORMALIZE:  # through a = inv * f: inv * (G - a <a, G>)
