@@ -3,18 +3,18 @@
 Prints one table: forward and forward + backward time (median over repeats; CUDA events on
 a GPU, wall clock on the CPU), the extra peak memory of forward + backward (CUDA only;
 everything allocated beyond the inputs, including the two input gradients) and the largest
-deviation of the output and the gradients from the reference backend, for
+deviation of the output and of the gradients from the first backend (the reference), for
 
 * ``reference``: the PyTorch implementation (band matmuls, saves only its inputs);
 * ``compiled``: the same under ``torch.compile``;
 * ``triton``: the fused Triton kernel.
 
-    python benchmarks/displacement.py                      # on CUDA: 56x64x28x28 and 56x64x56x56, fp32 and bf16
-    python benchmarks/displacement.py --device cpu         # CPU smoke run (the kernel in Triton's interpreter)
-    python benchmarks/displacement.py --model msnet_r50,tsm_r50 --amp bf16   # training steps
-    python benchmarks/displacement.py --resources          # registers of the kernels built for sm_90, no GPU needed
+Usage (shapes are ``NxCxHxW`` of each feature map, N frame pairs; nothing is asserted)::
 
-Shapes are ``NxCxHxW`` of each feature map (N frame pairs). Nothing is asserted.
+    python benchmarks/displacement.py                 # CUDA: 56x64x28x28, 56x64x56x56; fp32, bf16
+    python benchmarks/displacement.py --device cpu    # smoke run, kernel in Triton's interpreter
+    python benchmarks/displacement.py --model msnet_r50,tsm_r50 --amp bf16  # training steps
+    python benchmarks/displacement.py --resources     # kernels built for sm_90: registers, spills
 """
 
 from __future__ import annotations
@@ -30,41 +30,38 @@ DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda when available)")
-    p.add_argument("--shapes", default=None,
-                   help="comma-separated NxCxHxW (default: 56x64x28x28,56x64x56x56 on CUDA, 2x8x10x10 on CPU)")
+    p.add_argument("--shapes", default=None, help="comma-separated NxCxHxW "
+                   "(default: 56x64x28x28,56x64x56x56 on CUDA, 2x8x10x10 on CPU)")
     p.add_argument("--dtypes", default="fp32,bf16", help="comma-separated: fp32, fp16, bf16")
-    p.add_argument("--backends", default="reference,compiled,triton", help="comma-separated: reference, compiled, triton")
+    p.add_argument("--backends", default="reference,compiled,triton",
+                   help="comma-separated: reference, compiled, triton")
     p.add_argument("--patch-size", type=int, default=15, help="P, the window is P x P cells")
     p.add_argument("--warmup", type=int, default=None,
-                   help="untimed runs after the first (checking) run (default 10 CUDA, 0 CPU)")
-    p.add_argument("--repeat", type=int, default=None, help="timed runs, median reported (default 50 CUDA, 1 CPU)")
+                   help="untimed runs after the first, checking run (default 10 CUDA, 0 CPU)")
+    p.add_argument("--repeat", type=int, default=None,
+                   help="timed runs, the median is printed (default 50 CUDA, 1 CPU)")
     p.add_argument("--fp32-dot", default=None, choices=["ieee", "tf32x3", "tf32"],
-                   help="tl.dot precision of the kernel for float32 (default: tf32x3 on sm_80+, else ieee)")
+                   help="tl.dot precision for float32 features (default: tf32x3 on sm_80+)")
     p.add_argument("--num-warps", type=int, default=None, help="kernel launch setting to try")
     p.add_argument("--num-stages", type=int, default=None, help="kernel launch setting to try")
-    p.add_argument("--model", default=None,
-                   help="comma-separated registered models: time training steps instead (eager and compiled)")
+    p.add_argument("--model", default=None, help="comma-separated registered models: time "
+                   "training steps instead, eager and compiled")
     p.add_argument("--batch", type=int, default=8, help="clips per training step (--model)")
-    p.add_argument("--size", type=int, default=224, help="frame size of the training step (--model)")
-    p.add_argument("--amp", default=None, choices=["bf16", "fp16"], help="autocast dtype of the training step (--model)")
-    p.add_argument("--resources", action="store_true",
-                   help="build the kernels for a GPU (--arch) and print registers / spills / shared memory")
-    p.add_argument("--arch", type=int, default=90, help="compute capability for --resources (90 = H100)")
+    p.add_argument("--size", type=int, default=224, help="frame size (--model)")
+    p.add_argument("--amp", default=None, choices=["bf16", "fp16"],
+                   help="autocast dtype of the training step (--model)")
+    p.add_argument("--resources", action="store_true", help="build the kernels for a GPU "
+                   "(--arch) and print registers, spills and shared memory; no GPU needed")
+    p.add_argument("--arch", type=int, default=90, help="compute capability (90 = H100)")
     return p.parse_args(argv)
 
 
-def _device(args) -> str:
-    if args.device != "auto":
-        return args.device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 class Timer:
-    """Median time of a callable in milliseconds: CUDA events on a GPU, wall clock on the CPU."""
+    """Median time of a callable in ms: CUDA events on a GPU, the wall clock on the CPU."""
 
     def __init__(self, device: str, warmup: int, repeat: int):
         self.device, self.warmup, self.repeat = device, warmup, repeat
@@ -77,7 +74,8 @@ class Timer:
         times = []
         for _ in range(self.repeat):
             if self.device == "cuda":
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
                 start.record()
                 fn()
                 end.record()
@@ -90,8 +88,8 @@ class Timer:
         return statistics.median(times)
 
 
-def _peak_extra_mb(device: str, fn) -> float | None:
-    """Peak memory allocated by ``fn`` beyond what was allocated before it, in MiB."""
+def _peak_extra_mib(device: str, fn) -> float | None:
+    """Peak memory allocated while ``fn`` runs beyond what was allocated before, in MiB."""
     import torch
 
     if device != "cuda":
@@ -110,7 +108,10 @@ def _fmt(x, digits=3):
 
 def _print_table(header, rows):
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(str(v).ljust(w) for v, w in zip(r, widths)) + " |"  # noqa: E731
+
+    def line(r):
+        return "| " + " | ".join(str(v).ljust(w) for v, w in zip(r, widths)) + " |"
+
     print(line(header))
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
@@ -120,16 +121,29 @@ def _print_table(header, rows):
 def _environment(device: str) -> str:
     import torch
 
-    name = torch.cuda.get_device_name() if device == "cuda" else (os.uname().machine + " CPU")
+    name = torch.cuda.get_device_name() if device == "cuda" else os.uname().machine + " CPU"
     try:
         import triton
 
-        tri = triton.__version__
+        version = triton.__version__
     except ImportError:
-        tri = "absent"
+        version = "absent"
     interp = " (Triton interpreter)" if os.environ.get("TRITON_INTERPRET") == "1" else ""
-    return (f"{name}{interp}, torch {torch.__version__}, triton {tri}, "
+    return (f"{name}{interp}, torch {torch.__version__}, triton {version}, "
             f"{datetime.date.today().isoformat()}")
+
+
+def _kernel_settings(args):
+    """The kernel module with the launch settings of the command line applied."""
+    from motionsqueeze.ops import triton_displacement as kernels
+
+    if args.fp32_dot:
+        kernels.FP32_DOT_PRECISION = args.fp32_dot
+    if args.num_warps:
+        kernels.NUM_WARPS = args.num_warps
+    if args.num_stages:
+        kernels.NUM_STAGES = args.num_stages
+    return kernels
 
 
 def bench_ops(args, device: str) -> None:
@@ -138,37 +152,31 @@ def bench_ops(args, device: str) -> None:
     from motionsqueeze.ops import displacement
 
     if "triton" in args.backends:
-        from motionsqueeze.ops import triton_displacement as kernels
-
-        if args.fp32_dot:
-            kernels.FP32_DOT_PRECISION = args.fp32_dot
-        if args.num_warps:
-            kernels.NUM_WARPS = args.num_warps
-        if args.num_stages:
-            kernels.NUM_STAGES = args.num_stages
+        _kernel_settings(args)
     cpu = device == "cpu"
-    # The CPU run is a smoke test: the kernel runs in Triton's interpreter, seconds per call.
+    # On the CPU this is a smoke test: the kernel runs in Triton's interpreter, seconds a call.
     shapes = args.shapes or ("2x8x10x10" if cpu else "56x64x28x28,56x64x56x56")
-    timer = Timer(device, args.warmup if args.warmup is not None else (0 if cpu else 10),
-                  args.repeat if args.repeat is not None else (1 if cpu else 50))
+    warmup = args.warmup if args.warmup is not None else (0 if cpu else 10)
+    timer = Timer(device, warmup, args.repeat if args.repeat is not None else (1 if cpu else 50))
     p = args.patch_size
     rows = []
     for shape in shapes.split(","):
         n, c, h, w = (int(v) for v in shape.lower().split("x"))
         for dname in args.dtypes.split(","):
             dtype = getattr(torch, DTYPES[dname])
-            g = torch.Generator(device="cpu").manual_seed(0)
+            g = torch.Generator().manual_seed(0)
             f1 = torch.randn(n, c, h, w, generator=g).to(device, dtype).requires_grad_()
             f2 = torch.randn(n, c, h, w, generator=g).to(device, dtype).requires_grad_()
             grad = torch.randn(n, 3, h, w, generator=g).to(device, dtype)
-            input_mb = 2 * f1.numel() * f1.element_size() / 2**20
+            input_mib = 2 * f1.numel() * f1.element_size() / 2**20
             ref = None
             for backend in args.backends.split(","):
                 if backend == "compiled":
                     torch._dynamo.reset()
                     fn = torch.compile(lambda a, b: displacement(a, b, p, backend="reference"))
                 else:
-                    fn = lambda a, b, backend=backend: displacement(a, b, p, backend=backend)  # noqa: E731
+                    def fn(a, b, name=backend):
+                        return displacement(a, b, p, backend=name)
 
                 def forward():
                     return fn(f1, f2)
@@ -180,22 +188,20 @@ def bench_ops(args, device: str) -> None:
                     return out
 
                 out = forward_backward().detach().float()  # also compiles "compiled"
-                grads = (f1.grad.float(), f2.grad.float())
+                got = (out, f1.grad.float(), f2.grad.float())
                 if ref is None:
-                    ref = (out, *grads)
-                    dev = "(baseline)"
+                    ref, dev = got, "(baseline)"
                 else:
-                    dev_out = (out - ref[0]).abs().max().item()
+                    dev_out = (got[0] - ref[0]).abs().max().item()
                     dev_grad = max(((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
-                                   for a, b in zip(grads, ref[1:]))
+                                   for a, b in zip(got[1:], ref[1:]))
                     dev = f"{dev_out:.1e} / {dev_grad:.1e}"
-                t_fwd = timer(forward)
-                t_fb = timer(forward_backward)
+                t_fwd, t_fb = timer(forward), timer(forward_backward)
+                extra = _peak_extra_mib(device, forward_backward)
                 f1.grad = f2.grad = None
-                extra = _peak_extra_mb(device, forward_backward)
-                f1.grad = f2.grad = None
-                ratio = None if extra is None else extra / input_mb
-                rows.append([shape, dname, backend, _fmt(t_fwd), _fmt(t_fb), _fmt(extra, 1), _fmt(ratio, 2), dev])
+                ratio = None if extra is None else extra / input_mib
+                rows.append([shape, dname, backend, _fmt(t_fwd), _fmt(t_fb), _fmt(extra, 1),
+                             _fmt(ratio, 2), dev])
     print(f"displacement, P = {p}: {_environment(device)}")
     _print_table(["shape NxCxHxW", "dtype", "backend", "fwd ms", "fwd+bwd ms", "extra MiB",
                   "extra / inputs", "max dev out / grad"], rows)
@@ -207,7 +213,10 @@ def bench_models(args, device: str) -> None:
 
     from motionsqueeze import create_model
 
-    timer = Timer(device, args.warmup if args.warmup is not None else 3, args.repeat if args.repeat is not None else 10)
+    if "triton" in args.backends:
+        _kernel_settings(args)
+    warmup = args.warmup if args.warmup is not None else 3
+    timer = Timer(device, warmup, args.repeat if args.repeat is not None else 10)
     amp = getattr(torch, DTYPES[args.amp]) if args.amp else None
     backends = [b for b in args.backends.split(",") if b != "compiled"]
     rows = []
@@ -218,14 +227,14 @@ def bench_models(args, device: str) -> None:
                 torch.manual_seed(0)
                 model = create_model(name, **overrides).to(device).train()
                 opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-                clips = torch.randn(args.batch, model.config.num_segments, 3, args.size, args.size, device=device)
+                t = model.config.num_segments
+                clips = torch.randn(args.batch, t, 3, args.size, args.size, device=device)
                 labels = torch.randint(0, model.config.num_classes, (args.batch,), device=device)
                 breaks = "-"
-                if compiled:
+                if compiled:  # count the graph breaks of the whole model, then compile it
                     torch._dynamo.reset()
                     with torch.autocast(device, dtype=amp, enabled=amp is not None):
-                        explained = torch._dynamo.explain(model)(clips)
-                    breaks = str(explained.graph_break_count)
+                        breaks = str(torch._dynamo.explain(model)(clips).graph_break_count)
                     torch._dynamo.reset()
                 net = torch.compile(model) if compiled else model
 
@@ -236,60 +245,50 @@ def bench_models(args, device: str) -> None:
                     loss.backward()
                     opt.step()
 
-                rows.append([name, backend, "compiled" if compiled else "eager", _fmt(timer(step), 1), breaks])
-    print(f"training step, {args.batch} clips x T frames of {args.size}x{args.size}, amp {args.amp}: "
+                mode = "compiled" if compiled else "eager"
+                rows.append([name, backend, mode, _fmt(timer(step), 1), breaks])
+    print(f"training step, {args.batch} clips of {args.size}x{args.size}, amp {args.amp}: "
           f"{_environment(device)}")
     _print_table(["model", "backend", "mode", "step ms", "graph breaks"], rows)
 
 
 def print_resources(args) -> None:
-    import re
-    import subprocess
-    import tempfile
-
     import torch
     import triton
 
-    from motionsqueeze.ops import triton_displacement as kernels
-
-    if args.num_warps:
-        kernels.NUM_WARPS = args.num_warps
-    if args.num_stages:
-        kernels.NUM_STAGES = args.num_stages
-    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    kernels = _kernel_settings(args)
     rows = []
     for dname in args.dtypes.split(","):
         dtype = getattr(torch, DTYPES[dname])
-        precision = args.fp32_dot or "tf32x3"
-        built = kernels.compile_for_gpu(dtype, args.patch_size, 64, args.arch, precision)
+        built = kernels.compile_for_gpu(dtype, args.patch_size, 64, args.arch,
+                                        args.fp32_dot or "tf32x3")
         for name, k in built.items():
-            with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-                f.write(k.asm["cubin"])
-                f.flush()
-                usage = subprocess.run([cuobjdump, "--dump-resource-usage", f.name],
-                                       capture_output=True, text=True, check=True).stdout
-            regs = re.search(r"REG:(\d+)", usage).group(1)
-            stack = re.search(r"STACK:(\d+)", usage).group(1)
-            rows.append([dname, name, regs, stack, k.metadata.shared])
-    print(f"kernels for sm_{args.arch}, P = {args.patch_size}, C = 64, {kernels.launch_config(args.patch_size, 64)}, "
-          f"num_warps {kernels.NUM_WARPS}, num_stages {kernels.NUM_STAGES}, triton {triton.__version__}")
-    _print_table(["dtype", "kernel", "registers / thread", "stack bytes (spills)", "shared bytes"], rows)
+            use = kernels.resource_usage(k)
+            rows.append([dname, name, use["registers"], use["stack"], use["shared"]])
+    print(f"kernels for sm_{args.arch}, P = {args.patch_size}, C = 64, "
+          f"{kernels.launch_config(args.patch_size, 64)}, num_warps {kernels.NUM_WARPS}, "
+          f"num_stages {kernels.NUM_STAGES}, triton {triton.__version__}")
+    _print_table(["dtype", "kernel", "registers / thread", "stack bytes (spills)",
+                  "shared bytes"], rows)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.resources:
-        os.environ["TRITON_INTERPRET"] = "0"  # compile the real kernels
+        os.environ["TRITON_INTERPRET"] = "0"  # build the real kernels, not the interpreter's
         print_resources(args)
         return 0
-    device = _device(args)
-    if device == "cpu" and "triton" in args.backends:
-        # Must be set before the kernels are defined: the CPU runs them in Triton's interpreter.
+    if args.device == "auto":
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cpu" and "triton" in args.backends:
+        # Before the kernels are defined: the CPU runs them in Triton's interpreter.
         os.environ.setdefault("TRITON_INTERPRET", "1")
     if args.model:
-        bench_models(args, device)
+        bench_models(args, args.device)
     else:
-        bench_ops(args, device)
+        bench_ops(args, args.device)
     return 0
 
 

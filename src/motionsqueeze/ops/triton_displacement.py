@@ -58,6 +58,8 @@ __all__ = [
     "launch_config",
     "displacement_forward",
     "displacement_backward",
+    "compile_for_gpu",
+    "resource_usage",
 ]
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -66,8 +68,8 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # tensor-core products, close to float32 accuracy) on compute capability >= 8.0 and
 # "ieee" (CUDA-core FMA) elsewhere; set "ieee", "tf32x3" or "tf32" to override.
 FP32_DOT_PRECISION: str | None = None
-# Launch settings, untuned (no GPU was at hand): 4 warps per 16-pixel tile, and no software
-# pipelining, which on sm_90 raised the float32 forward to 255 registers with spills.
+# Launch settings, not tuned on a GPU (none was at hand): 4 warps per 16-pixel tile and no
+# software pipelining, the fewest registers on sm_90 (docs/benchmarks.md).
 NUM_WARPS = 4
 NUM_STAGES = 1
 
@@ -133,6 +135,49 @@ def _gaussian(d, inv_two_sigma_sq):
 
 
 @triton.jit
+def _row_tile(n_seg, H, W, BLOCK_W: tl.constexpr, BLOCK_K: tl.constexpr, R: tl.constexpr):
+    """This program's tile: image ``n``, row ``y``, query columns ``xq`` (mask ``q_ok``),
+    partner columns ``xk`` and ``band_k = k - i`` for entry (i, k) of a score tile."""
+    pid = tl.program_id(0)
+    seg = pid % n_seg
+    y = (pid // n_seg) % H
+    n = (pid // (n_seg * H)).to(tl.int64)
+    rows = tl.arange(0, BLOCK_W)
+    cols = tl.arange(0, BLOCK_K)
+    xq = seg * BLOCK_W + rows
+    xk = seg * BLOCK_W - R + cols
+    return n, y, xq, xq < W, xk, cols[None, :] - rows[:, None]
+
+
+@triton.jit
+def _pixel_state(idx_ptr, lse_ptr, out_img, gout_img, pix, ok, HW):
+    """What the backward needs of pixels ``pix`` of one image: argmax, log-sum-exp, u, v and
+    the three output gradients (masked pixels: lse = inf, so that p = 0)."""
+    return (
+        tl.load(idx_ptr + pix, mask=ok, other=0),
+        tl.load(lse_ptr + pix, mask=ok, other=float("inf")),
+        tl.load(out_img + pix, mask=ok, other=0.0),
+        tl.load(out_img + HW + pix, mask=ok, other=0.0),
+        tl.load(gout_img + pix, mask=ok, other=0.0),
+        tl.load(gout_img + HW + pix, mask=ok, other=0.0),
+        tl.load(gout_img + 2 * HW + pix, mask=ok, other=0.0),
+    )
+
+
+@triton.jit
+def _rectified_scores(
+    q, f1_img, f2_img, inv_q, inv2_img, y, yk, xq, q_ok, xk, C, H, W,
+    BLOCK_C: tl.constexpr, SINGLE: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """ReLU of the normalised scores of the query tile against ``f2`` row ``yk``."""
+    k_ok = _inside(yk, xk, H, W)
+    inv_k = tl.load(inv2_img + yk * W + xk, mask=k_ok, other=0.0)
+    s = _scores(q, f1_img, f2_img, y, xq, q_ok, yk, xk, k_ok, C, H * W, W,
+                BLOCK_C, SINGLE, UPCAST, PRECISION)
+    return tl.maximum(s * inv_q[:, None] * inv_k[None, :], 0.0)
+
+
+@triton.jit
 def _forward_kernel(
     f1_ptr, f2_ptr, inv1_ptr, inv2_ptr, out_ptr, idx_ptr, lse_ptr,
     C, H, W, n_seg, tau, inv_two_sigma_sq, inv_r,
@@ -140,23 +185,13 @@ def _forward_kernel(
     SINGLE: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
 ):
     R: tl.constexpr = (P - 1) // 2
-    pid = tl.program_id(0)
-    seg = pid % n_seg
-    y = (pid // n_seg) % H
-    n = pid // (n_seg * H)
-    HW = H * W
-    f1_img = f1_ptr + n.to(tl.int64) * C * HW
-    f2_img = f2_ptr + n.to(tl.int64) * C * HW
-    pix0 = n.to(tl.int64) * HW  # this image in the (N, H, W) tensors
-
-    rows = tl.arange(0, BLOCK_W)
-    cols = tl.arange(0, BLOCK_K)
-    cs = tl.arange(0, BLOCK_C)
-    xq = seg * BLOCK_W + rows
-    q_ok = xq < W
-    xk = seg * BLOCK_W - R + cols
-    j = cols[None, :] - rows[:, None]  # horizontal displacement index dx + R
+    n, y, xq, q_ok, xk, j = _row_tile(n_seg, H, W, BLOCK_W, BLOCK_K, R)  # j: dx + R
     band = (j >= 0) & (j < P)
+    HW = H * W
+    f1_img = f1_ptr + n * C * HW
+    f2_img = f2_ptr + n * C * HW
+    pix0 = n * HW  # this image in the (N, H, W) tensors
+    cs = tl.arange(0, BLOCK_C)
     inv_q = tl.load(inv1_ptr + pix0 + y * W + xq, mask=q_ok, other=0.0)
     q = tl.trans(_load_cols(f1_img, y, xq, q_ok, cs, cs < C, HW, W))  # used when SINGLE
 
@@ -164,12 +199,8 @@ def _forward_kernel(
     best = tl.full((BLOCK_W,), -1.0, tl.float32)
     best_idx = tl.zeros((BLOCK_W,), dtype=tl.int32)
     for i in range(P):
-        yk = y + i - R
-        k_ok = _inside(yk, xk, H, W)
-        inv_k = tl.load(inv2_ptr + pix0 + yk * W + xk, mask=k_ok, other=0.0)
-        s = _scores(q, f1_img, f2_img, y, xq, q_ok, yk, xk, k_ok, C, HW, W,
-                    BLOCK_C, SINGLE, UPCAST, PRECISION)
-        s = tl.maximum(s * inv_q[:, None] * inv_k[None, :], 0.0)
+        s = _rectified_scores(q, f1_img, f2_img, inv_q, inv2_ptr + pix0, y, y + i - R, xq, q_ok, xk,
+                              C, H, W, BLOCK_C, SINGLE, UPCAST, PRECISION)
         s = tl.where(band, s, -1.0)
         m = tl.max(s, axis=1)
         first = tl.min(tl.where(s == m[:, None], j, P), axis=1)
@@ -187,12 +218,8 @@ def _forward_kernel(
     dx = (j - R).to(tl.float32)
     gx = _gaussian(j - ix[:, None], inv_two_sigma_sq)
     for i in range(P):
-        yk = y + i - R
-        k_ok = _inside(yk, xk, H, W)
-        inv_k = tl.load(inv2_ptr + pix0 + yk * W + xk, mask=k_ok, other=0.0)
-        s = _scores(q, f1_img, f2_img, y, xq, q_ok, yk, xk, k_ok, C, HW, W,
-                    BLOCK_C, SINGLE, UPCAST, PRECISION)
-        s = tl.maximum(s * inv_q[:, None] * inv_k[None, :], 0.0)
+        s = _rectified_scores(q, f1_img, f2_img, inv_q, inv2_ptr + pix0, y, y + i - R, xq, q_ok, xk,
+                              C, H, W, BLOCK_C, SINGLE, UPCAST, PRECISION)
         g = _gaussian(i - iy, inv_two_sigma_sq)[:, None] * gx
         logit = tl.where(band, tau * g * s, float("-inf"))
         m_new = tl.maximum(m_run, tl.max(logit, axis=1))
@@ -204,7 +231,7 @@ def _forward_kernel(
         sv = sv * alpha + e_sum * (i - R)
         m_run = m_new
 
-    out_img = out_ptr + n.to(tl.int64) * 3 * HW + y * W + xq
+    out_img = out_ptr + n * 3 * HW + y * W + xq
     tl.store(out_img, su / z * inv_r, mask=q_ok)
     tl.store(out_img + HW, sv / z * inv_r, mask=q_ok)
     tl.store(out_img + 2 * HW, best, mask=q_ok)
@@ -245,44 +272,30 @@ def _backward_kernel(
     from every source x = y - d, whose softmax state is loaded per column.
     """
     R: tl.constexpr = (P - 1) // 2
-    pid = tl.program_id(0)
-    chunk = tl.program_id(1)
-    seg = pid % n_seg
-    y = (pid // n_seg) % H
-    n = pid // (n_seg * H)
-    HW = H * W
-    q_img = q_ptr + n.to(tl.int64) * C * HW
-    k_img = k_ptr + n.to(tl.int64) * C * HW
-    pix0 = n.to(tl.int64) * HW
-    out_img = out_ptr + n.to(tl.int64) * 3 * HW
-    gout_img = gout_ptr + n.to(tl.int64) * 3 * HW
-
-    rows = tl.arange(0, BLOCK_W)
-    cols = tl.arange(0, BLOCK_K)
-    xq = seg * BLOCK_W + rows
-    q_ok = xq < W
-    xk = seg * BLOCK_W - R + cols
-    band_k = cols[None, :] - rows[:, None]
+    n, y, xq, q_ok, xk, band_k = _row_tile(n_seg, H, W, BLOCK_W, BLOCK_K, R)
     band = (band_k >= 0) & (band_k < P)
+    HW = H * W
+    q_img = q_ptr + n * C * HW
+    k_img = k_ptr + n * C * HW
+    pix0 = n * HW
+    out_img = out_ptr + n * 3 * HW
+    gout_img = gout_ptr + n * 3 * HW
     # Horizontal displacement index of entry (i, k): from query i to column k, or, when
     # gathering, from source k to query i (the opposite direction).
     if GATHER:
         j = (P - 1) - band_k
     else:
         j = band_k
-    c = chunk * BLOCK_C + tl.arange(0, BLOCK_C)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = c < C
     inv_q = tl.load(inv_q_ptr + pix0 + y * W + xq, mask=q_ok, other=0.0)
     q = tl.trans(_load_cols(q_img, y, xq, q_ok, c, c_ok, HW, W))  # this chunk, (BLOCK_W, BLOCK_C)
     if not GATHER:  # softmax state of the query pixels, as (BLOCK_W, 1) columns
-        qpix = y * W + xq
-        idx = tl.load(idx_ptr + pix0 + qpix, mask=q_ok, other=0)[:, None]
-        lse = tl.load(lse_ptr + pix0 + qpix, mask=q_ok, other=float("inf"))[:, None]
-        u = tl.load(out_img + qpix, mask=q_ok, other=0.0)[:, None]
-        v = tl.load(out_img + HW + qpix, mask=q_ok, other=0.0)[:, None]
-        gu = tl.load(gout_img + qpix, mask=q_ok, other=0.0)[:, None]
-        gv = tl.load(gout_img + HW + qpix, mask=q_ok, other=0.0)[:, None]
-        gc = tl.load(gout_img + 2 * HW + qpix, mask=q_ok, other=0.0)[:, None]
+        idx, lse, u, v, gu, gv, gc = _pixel_state(
+            idx_ptr + pix0, lse_ptr + pix0, out_img, gout_img, y * W + xq, q_ok, HW
+        )
+        idx, lse, u, v = idx[:, None], lse[:, None], u[:, None], v[:, None]
+        gu, gv, gc = gu[:, None], gv[:, None], gc[:, None]
         gx = _gaussian(j - idx % P, inv_two_sigma_sq)  # the argmax is fixed per query row
 
     acc = tl.zeros((BLOCK_W, BLOCK_C), dtype=tl.float32)
@@ -303,13 +316,11 @@ def _backward_kernel(
                             BLOCK_C, SINGLE, UPCAST, PRECISION)
         s_pre = s_pre * inv_q[:, None] * inv_k[None, :]
         if GATHER:  # softmax state of the source pixels, as (1, BLOCK_K) rows
-            idx = tl.load(idx_ptr + pix0 + kpix, mask=k_ok, other=0)[None, :]
-            lse = tl.load(lse_ptr + pix0 + kpix, mask=k_ok, other=float("inf"))[None, :]
-            u = tl.load(out_img + kpix, mask=k_ok, other=0.0)[None, :]
-            v = tl.load(out_img + HW + kpix, mask=k_ok, other=0.0)[None, :]
-            gu = tl.load(gout_img + kpix, mask=k_ok, other=0.0)[None, :]
-            gv = tl.load(gout_img + HW + kpix, mask=k_ok, other=0.0)[None, :]
-            gc = tl.load(gout_img + 2 * HW + kpix, mask=k_ok, other=0.0)[None, :]
+            idx, lse, u, v, gu, gv, gc = _pixel_state(
+                idx_ptr + pix0, lse_ptr + pix0, out_img, gout_img, kpix, k_ok, HW
+            )
+            idx, lse, u, v = idx[None, :], lse[None, :], u[None, :], v[None, :]
+            gu, gv, gc = gu[None, :], gv[None, :], gc[None, :]
             gx = _gaussian(j - idx % P, inv_two_sigma_sq)
         g = _gaussian(i - idx // P, inv_two_sigma_sq) * gx
         valid = band & k_ok[None, :]
@@ -321,11 +332,12 @@ def _backward_kernel(
             # bits of it (one part alone loses too much where the normalisation cancels).
             hi = ds.to(k.dtype)
             lo = (ds - hi.to(tl.float32)).to(k.dtype)
-            acc += _dot(hi, tl.trans(k), UPCAST, PRECISION) + _dot(lo, tl.trans(k), UPCAST, PRECISION)
+            kt = tl.trans(k)
+            acc += _dot(hi, kt, UPCAST, PRECISION) + _dot(lo, kt, UPCAST, PRECISION)
         else:
             acc += _dot(ds, tl.trans(k), UPCAST, PRECISION)
 
-    grad_ptrs = grad_ptr + n.to(tl.int64) * C * HW + c[None, :] * HW + y * W + xq[:, None]
+    grad_ptrs = grad_ptr + n * C * HW + c[None, :] * HW + y * W + xq[:, None]
     if NORMALIZE:  # through a = inv * f: inv * (G - a <a, G>)
         a = q.to(tl.float32) * inv_q[:, None]
         acc = inv_q[:, None] * (acc - a * dot_a[:, None])
@@ -367,7 +379,8 @@ def _dot_precision(t: Tensor) -> str:
     """input_precision of float32 dot products (features, or dS with float16 features)."""
     if FP32_DOT_PRECISION is not None:
         return FP32_DOT_PRECISION
-    if t.is_cuda and torch.version.hip is None and torch.cuda.get_device_capability(t.device)[0] >= 8:
+    nvidia = t.is_cuda and torch.version.hip is None
+    if nvidia and torch.cuda.get_device_capability(t.device)[0] >= 8:
         return "tf32x3"
     return "ieee"
 
@@ -425,7 +438,8 @@ def displacement_forward(
     consts, (c, h, w, n_seg, inv_2s2, inv_r) = _common(f1, patch_size, sigma)
     with _device_guard(f1):
         _forward_kernel[(n * h * n_seg,)](
-            f1, f2, inv1, inv2, out, argmax, lse, c, h, w, n_seg, float(temperature), inv_2s2, inv_r,
+            f1, f2, inv1, inv2, out, argmax, lse,
+            c, h, w, n_seg, float(temperature), inv_2s2, inv_r,
             num_warps=NUM_WARPS, num_stages=NUM_STAGES, **consts,
         )
     return out, argmax, lse
@@ -497,7 +511,8 @@ def compile_for_gpu(
             if name in fixed:
                 sig[name] = "constexpr"
             elif name.endswith("_ptr"):
-                sig[name] = f"*{ty}" if name in features else "*i32" if name == "idx_ptr" else "*fp32"
+                elem = ty if name in features else "i32" if name == "idx_ptr" else "fp32"
+                sig[name] = f"*{elem}"
             else:
                 sig[name] = "i32" if name in ("C", "H", "W", "n_seg") else "fp32"
         return sig
@@ -516,3 +531,26 @@ def compile_for_gpu(
         src = ASTSource(fn=fn, signature=signature(fn, fixed), constexprs=fixed)
         kernels[name] = triton.compile(src, target=target, options=options)
     return kernels
+
+
+def resource_usage(kernel) -> dict[str, int]:
+    """``registers`` per thread, ``stack`` bytes (register spills) and ``shared`` bytes of a
+    kernel from :func:`compile_for_gpu`, read from its cubin with the cuobjdump that ships
+    with triton."""
+    import os
+    import re
+    import subprocess
+    import tempfile
+
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(kernel.asm["cubin"])
+        f.flush()
+        usage = subprocess.run(
+            [tool, "--dump-resource-usage", f.name], capture_output=True, text=True, check=True
+        ).stdout
+    return {
+        "registers": int(re.search(r"REG:(\d+)", usage).group(1)),
+        "stack": int(re.search(r"STACK:(\d+)", usage).group(1)),
+        "shared": int(kernel.metadata.shared),
+    }
