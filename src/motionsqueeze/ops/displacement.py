@@ -20,6 +20,7 @@ the same function and are tested against the reference below.
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable
 
 import torch
@@ -104,6 +105,29 @@ _BACKENDS: dict[str, tuple[Callable[..., Tensor], Callable[[Tensor], bool]]] = {
 }
 # Order in which "auto" tries backends; the reference always works.
 _AUTO_ORDER: list[str] = ["reference"]
+# Backends whose module (which registers them) is imported on first use, so that importing
+# motionsqueeze or running on the CPU never imports triton. "auto" tries them for CUDA
+# tensors only. name -> module; failed imports are remembered with their reason.
+_LAZY_BACKENDS: dict[str, str] = {"triton": "motionsqueeze.ops.displacement_op"}
+_LAZY_FAILED: dict[str, str] = {}
+
+
+def _load_backend(name: str) -> bool:
+    """Import a lazy backend once and let it register; whether it is registered now."""
+    if name in _BACKENDS:
+        return True
+    if name not in _LAZY_FAILED:
+        try:
+            importlib.import_module(_LAZY_BACKENDS[name]).register()
+        except (ImportError, OSError, RuntimeError) as err:  # absent or unusable triton
+            _LAZY_FAILED[name] = f"{type(err).__name__}: {err}"
+    return name in _BACKENDS
+
+
+# torch.compile must run the import rather than trace it (tracing importlib breaks the
+# graph). This marker is what torch.compiler.assume_constant_result sets; calling that
+# instead would import torch._dynamo, and with it triton, whenever motionsqueeze is imported.
+_load_backend._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 def register_backend(
@@ -123,7 +147,8 @@ def register_backend(
 
 
 def available_backends() -> list[str]:
-    return ["auto", *_BACKENDS]
+    """Names accepted by ``displacement(backend=...)`` (lazy ones may still fail to load)."""
+    return ["auto", *_BACKENDS, *(n for n in _LAZY_BACKENDS if n not in _BACKENDS)]
 
 
 def displacement(
@@ -143,7 +168,9 @@ def displacement(
         sigma: Gaussian width of the kernel-soft-argmax, in cells.
         temperature: tau, multiplier on the softmax logits.
         normalize: L2-normalise the features over channels first.
-        backend: ``"auto"``, ``"reference"`` or a registered fast backend (``"triton"``).
+        backend: ``"auto"`` (the fused Triton kernel for CUDA tensors when triton imports,
+            else the reference), ``"reference"`` (PyTorch) or ``"triton"`` (forced; CPU
+            tensors only under ``TRITON_INTERPRET=1``).
 
     Returns:
         ``(N, 3, H, W)`` in the input dtype: u (x), v (y) in [-1, 1] and the confidence.
@@ -152,6 +179,15 @@ def displacement(
     check_patch_size(patch_size)
     if not sigma > 0:
         raise ValueError(f"sigma must be positive (cells), got {sigma}")
+    # Lazy backends load before _BACKENDS is first read, so that torch.compile sees them.
+    if backend == "auto" and f1.is_cuda:
+        for name in _LAZY_BACKENDS:
+            _load_backend(name)
+    elif backend in _LAZY_BACKENDS and not _load_backend(backend):
+        raise ValueError(
+            f"backend {backend!r} is not available ({_LAZY_FAILED[backend]}); install it with "
+            f"pip install 'motionsqueeze[gpu]' or use backend='reference'"
+        )
     if backend == "auto":
         for name in _AUTO_ORDER:
             fn, available = _BACKENDS[name]
