@@ -12,8 +12,8 @@ def add_parser(sub):
     )
     p.add_argument("config", help="the YAML recipe the model was trained with (data section is used)")
     p.add_argument("--checkpoint", required=True, help="model file (.safetensors) or training checkpoint (.pt)")
-    p.add_argument("--clips", type=int, default=None, help="temporal clips per video (default: the recipe's eval.clips)")
-    p.add_argument("--crops", type=int, choices=(1, 3), default=None, help="spatial crops per clip (default: eval.crops)")
+    p.add_argument("--clips", type=int, default=None, help="temporal clips per video (default: the recipe's data.test_num_clips)")
+    p.add_argument("--crops", type=int, choices=(1, 3), default=None, help="spatial crops per clip (default: data.test_num_crops)")
     p.add_argument("--fusion", choices=("logits", "softmax"), default=None,
                    help="fuse views by the mean of logits or of softmax probabilities (default: eval.fusion)")
     p.add_argument("--split", choices=("val", "test"), default="val", help="which list to evaluate (default val)")
@@ -31,10 +31,8 @@ def run(args) -> int:
     from ..engine.evaluate import evaluate_checkpoint
 
     cfg = load_config(args.config, args.overrides)
-    if args.clips is not None:
-        cfg.eval.clips = args.clips
-    if args.crops is not None:
-        cfg.eval.crops = args.crops
+    if args.clips is not None and args.clips < 1:
+        raise ValueError(f"--clips must be at least 1, got {args.clips}")
     if args.fusion is not None:
         cfg.eval.fusion = args.fusion
     if args.batch_size is not None:
@@ -42,8 +40,8 @@ def run(args) -> int:
     if args.workers is not None:
         cfg.train.workers = args.workers
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / f"eval-{args.split}"
-    report = evaluate_checkpoint(cfg, args.checkpoint, split=args.split, out_dir=out)
-    print(f"{report.count} videos, {cfg.eval.clips} clip(s) x {cfg.eval.crops} crop(s), fusion {cfg.eval.fusion}")
+    report = evaluate_checkpoint(cfg, args.checkpoint, split=args.split, out_dir=out, clips=args.clips, crops=args.crops)
+    print(f"{report.count} videos ({args.split}), fusion {cfg.eval.fusion}; details in {out / 'metrics.json'}")
     print(f"top-1 {report.top1:.2f}   top-5 {report.top5:.2f}   mean class accuracy {report.mean_class_acc:.2f}")
     print(f"results in {out}")
     return 0

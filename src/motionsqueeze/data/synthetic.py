@@ -27,6 +27,7 @@ Items follow the data-pipeline protocol: ``{"clip": uint8 (T, 3, H, W) or (1, T,
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -75,6 +76,18 @@ class SyntheticMotionConfig:
     spin: tuple[float, float] = (15.0, 30.0)
     zoom: tuple[float, float] = (1.08, 1.16)
     object_size: tuple[float, float] = (0.35, 0.6)
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Rendering is hundreds of tiny tensor ops; with several intra-op threads their
+    synchronisation costs far more than the work (25x slower seen on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _uniform(g: torch.Generator, low: float, high: float) -> float:
@@ -203,7 +216,8 @@ class SyntheticMotion(Dataset):
         clip = self._cache.get(index) if self._cache is not None else None
         if clip is None:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
-            clip = render_clip(label, g, self.config)
+            with _one_thread():
+                clip = render_clip(label, g, self.config)
             if self._cache is not None:
                 self._cache[index] = clip
         if self.views is not None:

@@ -42,6 +42,9 @@ class ModelSection:
         arch: registered model name (``motionsqueeze flops --list``), e.g. ``msnet_r50``.
         pretrained: local ImageNet weights in torchvision's layout (``.pth`` or
             ``.safetensors``) for the backbone; ``null`` trains from scratch.
+        init_from: a trained model of the same architecture (model file or training
+            checkpoint) to start from, all but a classifier of another size (fine-tuning,
+            e.g. HMDB-51 from Kinetics); ``null`` for none.
         options: any other :class:`motionsqueeze.models.ModelConfig` field (``dropout``,
             ``patch_size``, ``motion_stages``, ...), written directly under ``model:``.
             ``num_classes`` and ``num_segments`` come from the data section.
@@ -49,6 +52,7 @@ class ModelSection:
 
     arch: str = "msnet_r50"
     pretrained: str | None = None
+    init_from: str | None = None
     options: dict = field(default_factory=dict)
 
 
@@ -152,18 +156,15 @@ class RunConfig:
 
 @dataclass
 class EvalConfig:
-    """``eval:`` section: test-time views and how their scores are fused.
+    """``eval:`` section: how view scores are fused. The views themselves (clips per video,
+    crops per clip) are data settings: ``data.test_num_clips`` and ``data.test_num_crops``.
 
     Attributes:
-        clips: temporal clips per video.
-        crops: spatial crops per clip (1 = centre, 3 = left/centre/right or top/centre/bottom).
         fusion: ``logits`` (mean of the views' logits, as the TSM and MotionSqueeze test
             scripts do) or ``softmax`` (mean of the views' probabilities).
         batch_size: videos per evaluation batch.
     """
 
-    clips: int = 1
-    crops: int = 1
     fusion: str = "logits"
     batch_size: int = 8
 
@@ -189,12 +190,10 @@ class TrainConfig:
             (self.schedule.kind in ("step", "cosine", "constant"), "schedule.kind", "step, cosine or constant", self.schedule.kind),
             (self.train.amp in ("none", "bf16", "fp16"), "train.amp", "none, bf16 or fp16", self.train.amp),
             (self.eval.fusion in ("logits", "softmax"), "eval.fusion", "logits or softmax", self.eval.fusion),
-            (self.eval.crops in (1, 3), "eval.crops", "1 or 3", self.eval.crops),
             (self.train.best_metric in ("top1", "top5", "mean_class_acc"), "train.best_metric", "top1, top5 or mean_class_acc", self.train.best_metric),
             (self.schedule.epochs >= 1, "schedule.epochs", "a positive number of epochs", self.schedule.epochs),
             (self.train.batch_size >= 1, "train.batch_size", "a positive number of clips", self.train.batch_size),
             (self.optim.lr > 0, "optim.lr", "a positive learning rate", self.optim.lr),
-            (self.eval.clips >= 1, "eval.clips", "a positive number of clips", self.eval.clips),
         ]
         for ok, key, expected, got in checks:
             if not ok:
@@ -317,14 +316,15 @@ def config_from_dict(raw: dict, source: str | None = None, text: str | None = No
     if unknown:
         raise ConfigError(f"{where(unknown[0])}: unknown section '{unknown[0]}'; valid sections are {sections}")
     model_raw = dict(raw.pop("model", None) or {})
-    model = ModelSection(arch=model_raw.pop("arch", ModelSection.arch), pretrained=model_raw.pop("pretrained", None))
+    model = ModelSection(arch=model_raw.pop("arch", ModelSection.arch), pretrained=model_raw.pop("pretrained", None),
+                         init_from=model_raw.pop("init_from", None))
     from ..models import ModelConfig
 
     valid = [n for n in ModelConfig.field_names() if n not in ("num_classes", "num_segments")]
     for key in model_raw:
         if key not in valid:
             hint = " (it is set from the data section)" if key in ("num_classes", "num_segments") else ""
-            raise ConfigError(f"{where('model.' + key)}: unknown key 'model.{key}'{hint}; valid keys are {['arch', 'pretrained', *valid]}")
+            raise ConfigError(f"{where('model.' + key)}: unknown key 'model.{key}'{hint}; valid keys are {['arch', 'pretrained', 'init_from', *valid]}")
     model.options = model_raw
     data = _data_config(raw.pop("data"), where) if raw.get("data") is not None else None
     raw.pop("data", None)
@@ -410,6 +410,6 @@ def config_to_dict(cfg: TrainConfig) -> dict:
 
     out = plain(cfg)
     model = out.pop("model")
-    out["model"] = {"arch": model["arch"], "pretrained": model["pretrained"], **model["options"]}
+    out["model"] = {"arch": model["arch"], "pretrained": model["pretrained"], "init_from": model["init_from"], **model["options"]}
     out.pop("source", None)
     return out

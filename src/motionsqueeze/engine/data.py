@@ -19,29 +19,42 @@ def is_synthetic(data_cfg) -> bool:
 
 
 def class_names_of(data_cfg) -> list[str]:
+    """Class names of a data section: the class file, or ``class <i>`` when only
+    ``num_classes`` is given."""
     if is_synthetic(data_cfg):
         return data_cfg.class_names
-    from ..data import load_class_names
+    if data_cfg.class_names:
+        from ..data import load_class_names
 
-    if not data_cfg.class_names:
-        raise ValueError("data.class_names is not set: give the class-name file written by `motionsqueeze prepare`")
-    return load_class_names(data_cfg.resolve(data_cfg.class_names))
+        names = load_class_names(data_cfg.class_names)
+        if data_cfg.num_classes is not None and data_cfg.num_classes != len(names):
+            raise ValueError(f"data.num_classes is {data_cfg.num_classes} but {data_cfg.class_names} names {len(names)} classes")
+        return names
+    if data_cfg.num_classes:
+        return [f"class {i}" for i in range(data_cfg.num_classes)]
+    raise ValueError(
+        "data.class_names is not set: give the class-name file (classes.txt written by "
+        "`motionsqueeze prepare`) or data.num_classes"
+    )
 
 
 def input_size_of(data_cfg) -> int:
     return data_cfg.crop_size
 
 
-def with_views(data_cfg, clips: int | None, crops: int | None):
-    """A copy of the data section with the test-time views replaced (None keeps them)."""
+def with_views(data_cfg, clips: int | None = None, crops: int | None = None, test_list: str | None = None):
+    """A copy of the data section whose ``"test"`` split uses these views (None keeps the
+    recipe's ``test_num_clips`` / ``test_num_crops``) and, if given, this list."""
     if is_synthetic(data_cfg):
         return data_cfg
     changes = {}
     if clips is not None:
-        changes["num_clips"] = clips
+        changes["test_num_clips"] = clips
     if crops is not None:
-        changes["num_crops"] = crops
-    return dataclasses.replace(data_cfg, **changes)
+        changes["test_num_crops"] = crops
+    if test_list is not None:
+        changes["test_list"] = test_list
+    return data_cfg.replace(**changes)
 
 
 def build_split(data_cfg, split: str) -> Dataset:

@@ -95,7 +95,8 @@ def run_evaluation(model, dataset, info: DistInfo, cfg, class_names, amp="none",
 
 def load_trained_model(path, cfg=None, map_location="cpu") -> tuple[nn.Module, list[str] | None]:
     """A model from a model file (``.safetensors``, see ``motionsqueeze.load_model``) or from
-    a training checkpoint (``.pt``, rebuilt from the config stored in it)."""
+    a training checkpoint (``.pt``, rebuilt from the config stored in it). Either way the
+    model carries ``class_names``, ``preprocess`` and ``extra`` as ``load_model`` sets them."""
     from pathlib import Path
 
     from .checkpoint import load_checkpoint
@@ -114,14 +115,27 @@ def load_trained_model(path, cfg=None, map_location="cpu") -> tuple[nn.Module, l
     m = dict(state["config"]["model"])
     arch = m.pop("arch")
     m.pop("pretrained", None)
+    m.pop("init_from", None)
     names = state.get("class_names")
-    model = create_model(arch, num_classes=len(names), num_segments=state["config"]["data"]["num_segments"], **m)
+    data = state["config"]["data"]
+    model = create_model(arch, num_classes=len(names), num_segments=data["num_segments"], **m)
     model.load_state_dict(state["model"])
-    return model, names
+    from types import SimpleNamespace
+
+    from .trainer import inference_settings
+
+    model.class_names = names
+    model.preprocess = {"input_size": data.get("crop_size", data.get("size")), "mean": data["mean"],
+                        "std": data["std"], "num_segments": data["num_segments"]}
+    model.extra = inference_settings(SimpleNamespace(**data))
+    return model.eval(), names
 
 
-def evaluate_checkpoint(cfg, checkpoint, split: str = "val", out_dir=None) -> ClassificationReport:
-    """``motionsqueeze eval``: score a split with the recipe's views and write the results.
+def evaluate_checkpoint(cfg, checkpoint, split: str = "val", out_dir=None, clips: int | None = None,
+                        crops: int | None = None) -> ClassificationReport:
+    """``motionsqueeze eval``: score a split with the test-time views and write the results.
+
+    ``clips`` / ``crops`` replace the recipe's ``data.test_num_clips`` / ``test_num_crops``.
 
     Files in ``out_dir``: ``metrics.json`` (top-1, top-5, mean class accuracy, views, fusion),
     ``per_class.csv`` (class, videos, accuracy), ``confusion.png`` and ``scores.npz``
@@ -133,7 +147,7 @@ def evaluate_checkpoint(cfg, checkpoint, split: str = "val", out_dir=None) -> Cl
 
     import numpy as np
 
-    from .data import build_split, class_names_of, with_views
+    from .data import build_split, class_names_of, is_synthetic, with_views
     from .distributed import cleanup_distributed, init_distributed
     from .metrics import plot_confusion
 
@@ -147,8 +161,10 @@ def evaluate_checkpoint(cfg, checkpoint, split: str = "val", out_dir=None) -> Cl
                 f"in the recipe's class file; evaluate with the recipe it was trained with"
             )
         model.to(info.device)
-        data_cfg = with_views(cfg.data, cfg.eval.clips, cfg.eval.crops)
-        dataset = build_split(data_cfg, split)
+        # Both lists are scored through the "test" split, which carries the test-time views.
+        data_cfg = with_views(cfg.data, clips, crops, test_list=None if split == "test" else getattr(cfg.data, "val_list", None))
+        dataset = build_split(data_cfg, "val" if is_synthetic(cfg.data) else "test")
+        views = (1, 1) if is_synthetic(cfg.data) else (data_cfg.test_num_clips, data_cfg.test_num_crops)
         res = score_dataset(model, dataset, info, tuple(cfg.data.mean), tuple(cfg.data.std),
                             batch_size=cfg.eval.batch_size, workers=cfg.train.workers, fusion=cfg.eval.fusion,
                             amp=cfg.train.amp, progress=cfg.train.progress)
@@ -160,7 +176,7 @@ def evaluate_checkpoint(cfg, checkpoint, split: str = "val", out_dir=None) -> Cl
             out = Path(out_dir)
             out.mkdir(parents=True, exist_ok=True)
             (out / "metrics.json").write_text(json.dumps(
-                {**report.summary(), "clips": cfg.eval.clips, "crops": cfg.eval.crops, "fusion": cfg.eval.fusion,
+                {**report.summary(), "clips": views[0], "crops": views[1], "fusion": cfg.eval.fusion,
                  "split": split, "checkpoint": str(checkpoint)}, indent=2))
             with open(out / "per_class.csv", "w", newline="") as f:
                 w = csv.writer(f)

@@ -62,6 +62,10 @@ def build_model_from_config(cfg: TrainConfig, num_classes: int, log=print) -> nn
     if cfg.model.pretrained:
         kwargs["pretrained"] = cfg.model.pretrained
     model = create_model(cfg.model.arch, num_classes=num_classes, num_segments=cfg.data.num_segments, **kwargs)
+    if cfg.model.init_from:
+        from ..models.weights import load_finetune_weights
+
+        load_finetune_weights(model, cfg.model.init_from, log=log)
     return model
 
 
@@ -349,7 +353,9 @@ def _fit(cfg: TrainConfig, info: DistInfo, run_dir, resume, quiet) -> TrainResul
             with open(run / "skipped.log", "a") as f:
                 for message in skipped:
                     f.write(f"epoch {epoch}: {message}\n")
-            log(f"epoch {epoch}: {len(skipped)} bad item(s) were replaced (data.on_error=skip); see {run / 'skipped.log'}")
+            from ..data import summarize_skipped
+
+            log(f"epoch {epoch}: {summarize_skipped(skipped)}\n(all of them in {run / 'skipped.log'})")
         validate = val_set is not None and (
             (cfg.train.eval_every > 0 and epoch % cfg.train.eval_every == 0) or epoch == cfg.schedule.epochs
         )
@@ -377,8 +383,19 @@ def _fit(cfg: TrainConfig, info: DistInfo, run_dir, resume, quiet) -> TrainResul
     return TrainResult(run_dir=run, model=_unwrap(model), class_names=class_names, history=history, best=best, train_seconds=total_seconds, is_main=info.is_main)
 
 
+def inference_settings(data_cfg) -> dict:
+    """How clips were sampled and resized, kept in model files so that ``predict`` and
+    ``visualize`` prepare a video as evaluation did."""
+    return {
+        "resize": getattr(data_cfg, "resize", None),
+        "sampling": getattr(data_cfg, "sampling", "segment"),
+        "dense_stride": getattr(data_cfg, "dense_stride", None),
+        "dense_window": getattr(data_cfg, "dense_window", 64),
+    }
+
+
 def _save_model_file(model, path, cfg, class_names, input_size, mean, std) -> None:
     from ..models.weights import save_model
 
     save_model(model, path, class_names=class_names, input_size=input_size, mean=mean, std=std,
-               extra={"recipe": cfg.source or "", "arch": cfg.model.arch})
+               extra={"recipe": cfg.source or "", **inference_settings(cfg.data)})

@@ -364,6 +364,32 @@ def load_pretrained_backbone(
 # Our model files
 
 
+def load_finetune_weights(model: VideoRecognizer, path: str | os.PathLike, log=print) -> list[str]:
+    """Initialise every tensor of ``model`` from a trained model of the same architecture,
+    except a classifier of another size (fine-tuning, e.g. HMDB-51 from a Kinetics MSNet).
+
+    ``path`` is a model file (``.safetensors``) or a training checkpoint. Returns the names
+    left at their initialisation. Any other mismatch (another depth, MotionSqueeze placement
+    or frame count) is refused before the model is touched.
+    """
+    path = Path(path)
+    given = load_state_dict_file(path)
+    expected = model.state_dict()
+    head = [k for k in ("fc.weight", "fc.bias") if k in given and k in expected and given[k].shape != expected[k].shape]
+    mismatch = compare_keys(expected, {k: v for k, v in given.items() if k not in head})
+    mismatch.missing = [k for k in mismatch.missing if k not in head]
+    if mismatch:
+        raise WeightsFileError(
+            f"{path} does not match {getattr(model, 'arch', 'the model')}: {mismatch.describe()}; "
+            f"init_from needs a model of the same architecture (only the classifier may differ)"
+        )
+    model.load_state_dict({k: v for k, v in given.items() if k not in head}, strict=False)
+    kept = sum(v.numel() for k, v in given.items() if k not in head)
+    note = f"; classifier {tuple(given[head[0]].shape)} -> {tuple(expected[head[0]].shape)} left at its initialisation" if head else ""
+    log(f"initialised from {path}: {kept:,} values{note}")
+    return head
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     """The recogniser inside DistributedDataParallel / DataParallel / torch.compile."""
     for attr in ("module", "_orig_mod"):

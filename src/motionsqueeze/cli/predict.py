@@ -1,0 +1,41 @@
+"""``motionsqueeze predict CHECKPOINT VIDEO_OR_FRAME_DIR``: class names with probabilities."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "predict",
+        help="classify videos or frame folders with a trained model",
+        description="Classify one or more videos (mp4, webm, avi, ...) or JPEG frame folders with a model "
+        "file (.safetensors) or a training checkpoint (.pt); prints the top classes with probabilities.",
+    )
+    p.add_argument("checkpoint", help="model file (.safetensors) or training checkpoint (.pt)")
+    p.add_argument("inputs", nargs="+", metavar="VIDEO_OR_FRAME_DIR", help="video files or frame folders")
+    p.add_argument("--topk", type=int, default=5, help="classes to show (default 5)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per input")
+    p.add_argument("--template", default="{:05d}.jpg", help="frame file names of folders (default {:05d}.jpg)")
+    p.add_argument("--start-index", type=int, default=1, help="number of the first frame file (default 1)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    return p
+
+
+def run(args) -> int:
+    from ..engine.evaluate import load_trained_model
+    from ..engine.predict import predict_video
+
+    if args.topk < 1:
+        raise ValueError(f"--topk must be at least 1, got {args.topk}")
+    model, _ = load_trained_model(args.checkpoint)
+    for source in args.inputs:
+        top = predict_video(model, source, topk=args.topk, template=args.template,
+                            start_index=args.start_index, device=args.device)
+        if args.json:
+            print(json.dumps({"input": source, "predictions": top}))
+            continue
+        print(source)
+        for row in top:
+            print(f"  {row['rank']}. {row['class']:<50s} {row['probability'] * 100:6.2f}%")
+    return 0

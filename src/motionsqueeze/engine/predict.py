@@ -1,0 +1,53 @@
+"""Classify one video or frame folder with a trained model (``motionsqueeze predict``).
+
+The clip is prepared as evaluation prepares it: T frames at the centres of T equal segments
+(or the centre dense clip for dense-sampled models), resized as the model's recipe resized
+(stored in the model file), centre-cropped to the input size and normalised.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["prepare_video", "predict_video"]
+
+
+def prepare_video(model: nn.Module, source: str | Path, *, template: str = "{:05d}.jpg", start_index: int = 1) -> torch.Tensor:
+    """``(1, T, 3, S, S)`` uint8 clip of ``source`` for ``model`` (see the module docstring)."""
+    from ..data import open_clip_source
+    from ..data.sampling import ClipSampler
+    from ..data.transforms import EvalTransform
+
+    pre = model.preprocess
+    extra = getattr(model, "extra", {}) or {}
+    size = pre["input_size"] if isinstance(pre["input_size"], int) else pre["input_size"][0]
+    # The recipe's resize (None: frames as decoded); files without it: shorter side 256/224 x input.
+    resize = extra["resize"] if "resize" in extra else round(size * 256 / 224)
+    resize = tuple(resize) if isinstance(resize, list) else resize
+    sampler = ClipSampler(pre["num_segments"], extra.get("sampling", "segment"), extra.get("dense_stride"), extra.get("dense_window", 64))
+    with open_clip_source(source, template=template, start_index=start_index) as reader:
+        if reader.num_frames < 1:
+            raise ValueError(f"{source}: no frames could be read")
+        frames = reader.read(sampler.even(reader.num_frames, 1)[0])
+    return EvalTransform(resize, size, 1)(frames)  # (1, T, 3, S, S)
+
+
+@torch.no_grad()
+def predict_video(model: nn.Module, source: str | Path, *, topk: int = 5, template: str = "{:05d}.jpg",
+                  start_index: int = 1, device: str | torch.device = "cpu") -> list[dict]:
+    """Top-k classes of one video or frame folder: ``[{"rank", "index", "class", "probability"}]``."""
+    from ..data.transforms import normalize_clip
+
+    clip = prepare_video(model, source, template=template, start_index=start_index)
+    pre = model.preprocess
+    model = model.to(device).eval()
+    x = normalize_clip(clip.to(device), pre["mean"], pre["std"])
+    probs = model(x).float().softmax(dim=1)[0].cpu()
+    k = min(topk, probs.numel())
+    values, indices = probs.topk(k)
+    names = getattr(model, "class_names", None) or [f"class {i}" for i in range(probs.numel())]
+    return [{"rank": r + 1, "index": int(i), "class": names[int(i)], "probability": float(v)}
+            for r, (v, i) in enumerate(zip(values, indices))]
