@@ -14,7 +14,7 @@ import sys
 
 from .. import __version__
 
-COMMANDS = ["demo", "train", "eval", "flops", "prepare", "check-data", "convert", "export"]
+COMMANDS = ["demo", "train", "eval", "flops", "prepare", "check-data", "convert", "export", "visualize"]
 
 
 def build_parser() -> argparse.ArgumentParser:
