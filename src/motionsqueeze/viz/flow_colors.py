@@ -1,16 +1,19 @@
-"""The standard optical-flow colour coding (the Middlebury colour wheel, Baker et al. 2011).
+"""Colour codes: optical flow (the Middlebury colour wheel, Baker et al. 2011) and confidence.
 
 Direction is hue, magnitude is saturation: white is no motion; right is red, down is
 orange-yellow, left is cyan, up is blue-violet (image coordinates, y pointing down). The
 wheel is built from six ramps between red, yellow, green, cyan, blue and magenta whose
 lengths (15, 6, 4, 11, 13, 6) give perceptually even steps.
+
+Confidence (a cosine similarity in [0, 1]) is drawn with a dark-to-light ramp through
+purple, red and orange (anchor colours of matplotlib's "magma"), so it reads in grey too.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["color_wheel", "flow_to_color", "wheel_legend"]
+__all__ = ["color_wheel", "flow_to_color", "wheel_legend", "confidence_to_color"]
 
 _RAMPS = (("RY", 15), ("YG", 6), ("GC", 4), ("CB", 11), ("BM", 13), ("MR", 6))
 
@@ -72,3 +75,22 @@ def wheel_legend(size: int = 64) -> np.ndarray:
     img = flow_to_color(x, y, max_magnitude=1.0)
     img[np.sqrt(x**2 + y**2) > 1] = 255
     return img
+
+
+# (value, RGB) anchors of a magma-like ramp: black-purple -> red -> orange -> pale yellow.
+_CONFIDENCE_RAMP = (
+    (0.0, (0, 0, 4)),
+    (0.25, (81, 18, 124)),
+    (0.5, (183, 55, 121)),
+    (0.75, (252, 137, 97)),
+    (1.0, (252, 253, 191)),
+)
+
+
+def confidence_to_color(conf: np.ndarray, vmax: float = 1.0) -> np.ndarray:
+    """``(H, W)`` confidence (0 at black .. ``vmax`` at pale yellow) -> ``(H, W, 3)`` uint8 RGB."""
+    x = np.clip(np.asarray(conf, dtype=np.float64) / vmax, 0.0, 1.0)
+    stops = np.array([a for a, _ in _CONFIDENCE_RAMP])
+    colors = np.array([c for _, c in _CONFIDENCE_RAMP], dtype=np.float64)
+    out = np.stack([np.interp(x, stops, colors[:, i]) for i in range(3)], axis=-1)
+    return out.round().astype(np.uint8)
