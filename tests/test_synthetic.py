@@ -94,3 +94,13 @@ def test_dataset_layouts_and_bad_arguments():
         train[10]
     with pytest.raises(ValueError, match="num_clips must be positive"):
         SyntheticMotion(0)
+
+
+def test_cached_datasets_are_shared_within_a_process():
+    cfg = SyntheticDataConfig(train_clips=6, val_clips=2, num_segments=2, size=32)
+    assert build_synthetic_dataset(cfg, "train") is build_synthetic_dataset(SyntheticDataConfig(**vars(cfg)), "train")
+    assert build_synthetic_dataset(cfg, "val") is not build_synthetic_dataset(cfg, "train")
+    other = SyntheticDataConfig(**{**vars(cfg), "seed": 9})
+    assert build_synthetic_dataset(other, "train") is not build_synthetic_dataset(cfg, "train")
+    fresh = SyntheticDataConfig(**{**vars(cfg), "cache": False})
+    assert build_synthetic_dataset(fresh, "train") is not build_synthetic_dataset(fresh, "train")

@@ -274,10 +274,26 @@ class SyntheticDataConfig:
         )
 
 
+# Cached datasets of this process by (split, settings): the demo trains three models on the
+# same clips, which then render once.
+_SHARED: dict[tuple, SyntheticMotion] = {}
+
+
 def build_synthetic_dataset(cfg: SyntheticDataConfig, split: str) -> SyntheticMotion:
-    """Training split: ``(T, 3, H, W)`` clips; "val" / "test": ``(1, T, 3, H, W)``."""
+    """Training split: ``(T, 3, H, W)`` clips; "val" / "test": ``(1, T, 3, H, W)``.
+
+    With ``cfg.cache`` the same dataset object (and its rendered clips) is returned for the
+    same settings within a process.
+    """
     if split == "train":
-        return SyntheticMotion(cfg.train_clips, cfg.seed, cfg.motion_config(), cache=cfg.cache)
-    if split in ("val", "test"):
-        return SyntheticMotion(cfg.val_clips, cfg.seed + 1, cfg.motion_config(), views=1, cache=cfg.cache)
-    raise ValueError(f"split must be train, val or test, got {split!r}")
+        args = (cfg.train_clips, cfg.seed, cfg.motion_config(), None)
+    elif split in ("val", "test"):
+        args = (cfg.val_clips, cfg.seed + 1, cfg.motion_config(), 1)
+    else:
+        raise ValueError(f"split must be train, val or test, got {split!r}")
+    if not cfg.cache:
+        return SyntheticMotion(*args)
+    key = (args[0], args[1], tuple(vars(args[2]).items()), args[3])
+    if key not in _SHARED:
+        _SHARED[key] = SyntheticMotion(*args, cache=True)
+    return _SHARED[key]
