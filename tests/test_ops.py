@@ -148,3 +148,30 @@ def test_displacement_half_precision_returns_input_dtype(dtype):
 def test_bad_inputs_raise_value_errors(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_correlation_under_autocast_keeps_the_input_dtype_and_trains():
+    # bf16 autocast must not change the correlation's precision, forward or backward.
+    f1 = torch.randn(2, 8, 5, 6, requires_grad=True)
+    f2 = torch.randn(2, 8, 5, 6, requires_grad=True)
+    ref = local_correlation(f1, f2, 5)
+    ref.square().sum().backward()
+    grads = f1.grad.clone(), f2.grad.clone()
+    f1.grad = f2.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = local_correlation(f1, f2, 5)
+        d = displacement(f1, f2, 5)
+    assert out.dtype == torch.float32 and d.dtype == torch.float32
+    torch.testing.assert_close(out, ref)
+    out.square().sum().backward()
+    torch.testing.assert_close((f1.grad, f2.grad), grads)
+
+
+def test_msnet_training_step_under_bf16_autocast():
+    from motionsqueeze import create_model
+
+    model = create_model("msnet_tiny", num_classes=4, num_segments=3, patch_size=5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(torch.randn(2, 3, 3, 64, 64)).float().logsumexp(1).sum()
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())

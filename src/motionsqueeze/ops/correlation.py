@@ -136,13 +136,17 @@ def local_correlation(f1: Tensor, f2: Tensor, patch_size: int = 15, dilation: in
         dilation: spacing of the window in cells (displacement = dilation * offset).
 
     Returns:
-        ``(N, P*P, H, W)`` in the input dtype, channel ``(dy + r) * P + (dx + r)``; zero
-        where ``x + d`` is outside the map. Differentiable with respect to both inputs.
+        ``(N, P*P, H, W)`` in the input dtype (also under autocast), channel
+        ``(dy + r) * P + (dx + r)``; zero where ``x + d`` is outside the map.
+        Differentiable with respect to both inputs.
     """
     check_pair(f1, f2)
     check_patch_size(patch_size)
     if not isinstance(dilation, int) or dilation < 1:
         raise ValueError(f"dilation must be a positive integer, got {dilation!r}")
-    if torch.is_grad_enabled() and (f1.requires_grad or f2.requires_grad):
-        return _LocalCorrelation.apply(f1, f2, patch_size, dilation)
-    return _forward(f1, f2, patch_size, dilation)
+    # Autocast would run the forward matmuls in bf16 / fp16 but not the backward ones; the
+    # correlation works in its inputs' dtype instead (the caller chooses it).
+    with torch.autocast(f1.device.type, enabled=False):
+        if torch.is_grad_enabled() and (f1.requires_grad or f2.requires_grad):
+            return _LocalCorrelation.apply(f1, f2, patch_size, dilation)
+        return _forward(f1, f2, patch_size, dilation)
