@@ -13,18 +13,18 @@ Usage (shapes are ``NxCxHxW`` of each feature map, N frame pairs; nothing is ass
 
     python benchmarks/displacement.py                 # CUDA: 56x64x28x28, 56x64x56x56; fp32, bf16
     python benchmarks/displacement.py --device cpu    # smoke run, kernel in Triton's interpreter
-    python benchmarks/displacement.py --model msnet_r50,tsm_r50 --amp bf16  # training steps
     python benchmarks/displacement.py --resources     # kernels built for sm_90: registers, spills
+
+Whole-model training and inference times: ``benchmarks/throughput.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import statistics
 import sys
-import time
+
+from common import Timer, environment, fmt, peak_extra_mib, print_table
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -48,89 +48,10 @@ def parse_args(argv=None):
                    help="tl.dot precision for float32 features (default: tf32x3 on sm_80+)")
     p.add_argument("--num-warps", type=int, default=None, help="kernel launch setting to try")
     p.add_argument("--num-stages", type=int, default=None, help="kernel launch setting to try")
-    p.add_argument("--model", default=None, help="comma-separated registered models: time "
-                   "training steps instead, eager and compiled")
-    p.add_argument("--batch", type=int, default=8, help="clips per training step (--model)")
-    p.add_argument("--size", type=int, default=224, help="frame size (--model)")
-    p.add_argument("--amp", default=None, choices=["bf16", "fp16"],
-                   help="autocast dtype of the training step (--model)")
     p.add_argument("--resources", action="store_true", help="build the kernels for a GPU "
                    "(--arch) and print registers, spills and shared memory; no GPU needed")
     p.add_argument("--arch", type=int, default=90, help="compute capability (90 = H100)")
     return p.parse_args(argv)
-
-
-class Timer:
-    """Median time of a callable in ms: CUDA events on a GPU, the wall clock on the CPU."""
-
-    def __init__(self, device: str, warmup: int, repeat: int):
-        self.device, self.warmup, self.repeat = device, warmup, repeat
-
-    def __call__(self, fn) -> float:
-        import torch
-
-        for _ in range(self.warmup):
-            fn()
-        times = []
-        for _ in range(self.repeat):
-            if self.device == "cuda":
-                start = torch.cuda.Event(enable_timing=True)
-                end = torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                torch.cuda.synchronize()
-                times.append(start.elapsed_time(end))
-            else:
-                t0 = time.perf_counter()
-                fn()
-                times.append((time.perf_counter() - t0) * 1e3)
-        return statistics.median(times)
-
-
-def _peak_extra_mib(device: str, fn) -> float | None:
-    """Peak memory allocated while ``fn`` runs beyond what was allocated before, in MiB."""
-    import torch
-
-    if device != "cuda":
-        return None
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    fn()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - base) / 2**20
-
-
-def _fmt(x, digits=3):
-    return "-" if x is None else f"{x:.{digits}f}"
-
-
-def _print_table(header, rows):
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(r):
-        return "| " + " | ".join(str(v).ljust(w) for v, w in zip(r, widths)) + " |"
-
-    print(line(header))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print(line(r))
-
-
-def _environment(device: str) -> str:
-    import torch
-
-    name = torch.cuda.get_device_name() if device == "cuda" else os.uname().machine + " CPU"
-    try:
-        import triton
-
-        version = triton.__version__
-    except ImportError:
-        version = "absent"
-    interp = " (Triton interpreter)" if os.environ.get("TRITON_INTERPRET") == "1" else ""
-    return (f"{name}{interp}, torch {torch.__version__}, triton {version}, "
-            f"{datetime.date.today().isoformat()}")
 
 
 def _kernel_settings(args):
@@ -197,59 +118,14 @@ def bench_ops(args, device: str) -> None:
                                    for a, b in zip(got[1:], ref[1:]))
                     dev = f"{dev_out:.1e} / {dev_grad:.1e}"
                 t_fwd, t_fb = timer(forward), timer(forward_backward)
-                extra = _peak_extra_mib(device, forward_backward)
+                extra = peak_extra_mib(device, forward_backward)
                 f1.grad = f2.grad = None
                 ratio = None if extra is None else extra / input_mib
-                rows.append([shape, dname, backend, _fmt(t_fwd), _fmt(t_fb), _fmt(extra, 1),
-                             _fmt(ratio, 2), dev])
-    print(f"displacement, P = {p}: {_environment(device)}")
-    _print_table(["shape NxCxHxW", "dtype", "backend", "fwd ms", "fwd+bwd ms", "extra MiB",
+                rows.append([shape, dname, backend, fmt(t_fwd), fmt(t_fb), fmt(extra, 1),
+                             fmt(ratio, 2), dev])
+    print(f"displacement, P = {p}: {environment(device)}")
+    print_table(["shape NxCxHxW", "dtype", "backend", "fwd ms", "fwd+bwd ms", "extra MiB",
                   "extra / inputs", "max dev out / grad"], rows)
-
-
-def bench_models(args, device: str) -> None:
-    import torch
-    import torch.nn.functional as F
-
-    from motionsqueeze import create_model
-
-    if "triton" in args.backends:
-        _kernel_settings(args)
-    warmup = args.warmup if args.warmup is not None else 3
-    timer = Timer(device, warmup, args.repeat if args.repeat is not None else 10)
-    amp = getattr(torch, DTYPES[args.amp]) if args.amp else None
-    backends = [b for b in args.backends.split(",") if b != "compiled"]
-    rows = []
-    for name in args.model.split(","):
-        for backend in backends if name.startswith("msnet") else ["-"]:
-            overrides = {} if backend == "-" else {"backend": backend}
-            for compiled in (False, True):
-                torch.manual_seed(0)
-                model = create_model(name, **overrides).to(device).train()
-                opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-                t = model.config.num_segments
-                clips = torch.randn(args.batch, t, 3, args.size, args.size, device=device)
-                labels = torch.randint(0, model.config.num_classes, (args.batch,), device=device)
-                breaks = "-"
-                if compiled:  # count the graph breaks of the whole model, then compile it
-                    torch._dynamo.reset()
-                    with torch.autocast(device, dtype=amp, enabled=amp is not None):
-                        breaks = str(torch._dynamo.explain(model)(clips).graph_break_count)
-                    torch._dynamo.reset()
-                net = torch.compile(model) if compiled else model
-
-                def step():
-                    opt.zero_grad(set_to_none=True)
-                    with torch.autocast(device, dtype=amp, enabled=amp is not None):
-                        loss = F.cross_entropy(net(clips), labels)
-                    loss.backward()
-                    opt.step()
-
-                mode = "compiled" if compiled else "eager"
-                rows.append([name, backend, mode, _fmt(timer(step), 1), breaks])
-    print(f"training step, {args.batch} clips of {args.size}x{args.size}, amp {args.amp}: "
-          f"{_environment(device)}")
-    _print_table(["model", "backend", "mode", "step ms", "graph breaks"], rows)
 
 
 def print_resources(args) -> None:
@@ -268,7 +144,7 @@ def print_resources(args) -> None:
     print(f"kernels for sm_{args.arch}, P = {args.patch_size}, C = 64, "
           f"{kernels.launch_config(args.patch_size, 64)}, num_warps {kernels.NUM_WARPS}, "
           f"num_stages {kernels.NUM_STAGES}, triton {triton.__version__}")
-    _print_table(["dtype", "kernel", "registers / thread", "stack bytes (spills)",
+    print_table(["dtype", "kernel", "registers / thread", "stack bytes (spills)",
                   "shared bytes"], rows)
 
 
@@ -285,10 +161,7 @@ def main(argv=None) -> int:
     if args.device == "cpu" and "triton" in args.backends:
         # Before the kernels are defined: the CPU runs them in Triton's interpreter.
         os.environ.setdefault("TRITON_INTERPRET", "1")
-    if args.model:
-        bench_models(args, args.device)
-    else:
-        bench_ops(args, args.device)
+    bench_ops(args, args.device)
     return 0
 
 

@@ -1,0 +1,82 @@
+"""Helpers shared by the benchmark scripts: timing, peak memory, tables, environment."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import statistics
+import time
+
+
+class Timer:
+    """Median time of a callable in ms: CUDA events on a GPU, the wall clock on the CPU."""
+
+    def __init__(self, device: str, warmup: int, repeat: int):
+        self.device, self.warmup, self.repeat = device, warmup, repeat
+
+    def __call__(self, fn) -> float:
+        import torch
+
+        for _ in range(self.warmup):
+            fn()
+        times = []
+        for _ in range(self.repeat):
+            if self.device == "cuda":
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                torch.cuda.synchronize()
+                times.append(start.elapsed_time(end))
+            else:
+                t0 = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times)
+
+
+def peak_extra_mib(device: str, fn) -> float | None:
+    """Peak memory allocated while ``fn`` runs beyond what was allocated before, in MiB."""
+    import torch
+
+    if device != "cuda":
+        return None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def fmt(x, digits=3):
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def print_table(header, rows):
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(r):
+        return "| " + " | ".join(str(v).ljust(w) for v, w in zip(r, widths)) + " |"
+
+    print(line(header))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print(line(r))
+
+
+def environment(device: str) -> str:
+    """Device, library versions and date, to print above every table."""
+    import torch
+
+    name = torch.cuda.get_device_name() if device == "cuda" else os.uname().machine + " CPU"
+    try:
+        import triton
+
+        version = triton.__version__
+    except ImportError:
+        version = "absent"
+    interp = " (Triton interpreter)" if os.environ.get("TRITON_INTERPRET") == "1" else ""
+    return (f"{name}{interp}, torch {torch.__version__}, triton {version}, "
+            f"{datetime.date.today().isoformat()}")
