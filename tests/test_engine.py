@@ -263,3 +263,19 @@ def test_a_failing_worker_ends_the_torchrun_job_instead_of_hanging(tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode != 0
     assert "worker 1 failed on purpose" in proc.stderr
+
+
+def test_recipe_pretrained_key_loads_imagenet_backbone_weights(tmp_path, capsys):
+    from motionsqueeze.models import resnet
+
+    torch.manual_seed(5)
+    imagenet = resnet(10, widths=(16, 32, 64, 128), stem_width=16, num_classes=1000)
+    path = tmp_path / "resnet10_imagenet.pth"
+    torch.save(imagenet.state_dict(), path)
+    cfg = tiny_config()
+    cfg.model.pretrained = str(path)
+    cfg.schedule.epochs = 1
+    cfg.optim.lr = 1e-12  # leave the loaded weights where they are
+    result = fit(cfg, run_dir=tmp_path / "run", quiet=True)
+    torch.testing.assert_close(result.model.backbone.conv1.weight, imagenet.conv1.weight, rtol=0, atol=1e-6)
+    assert "loaded" in capsys.readouterr().out.lower()
