@@ -61,8 +61,13 @@ def init_distributed(device: str = "auto", timeout_minutes: float = 30.0) -> Dis
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
 
 
-def cleanup_distributed() -> None:
+def cleanup_distributed(finished: bool = False) -> None:
+    """Leave the process group. ``finished``: all ranks got here normally, so wait for each
+    other first; tearing Gloo down while a peer still works (rank 0 writing the final model)
+    can abort the process."""
     if dist.is_available() and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

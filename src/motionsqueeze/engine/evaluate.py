@@ -152,6 +152,7 @@ def evaluate_checkpoint(cfg, checkpoint, split: str = "val", out_dir=None, clips
     from .metrics import plot_confusion
 
     info = init_distributed(cfg.train.device)
+    finished = False
     try:
         class_names = class_names_of(cfg.data)
         model, model_names = load_trained_model(checkpoint, cfg)
@@ -188,6 +189,7 @@ def evaluate_checkpoint(cfg, checkpoint, split: str = "val", out_dir=None, clips
             plot_confusion(report.confusion, class_names, out / "confusion.png", title=f"{Path(checkpoint).name} on {split}")
             np.savez_compressed(out / "scores.npz", scores=res.scores.numpy(), labels=res.labels.numpy(),
                                 indices=res.indices.numpy())
+        finished = True
         return report
     finally:
-        cleanup_distributed()
+        cleanup_distributed(finished)

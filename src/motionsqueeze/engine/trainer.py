@@ -175,10 +175,13 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: str | None 
         quiet: no per-step log lines (the demo trains three models in a row).
     """
     info = init_distributed(cfg.train.device)
+    finished = False
     try:
-        return _fit(cfg, info, run_dir, resume, quiet)
+        result = _fit(cfg, info, run_dir, resume, quiet)
+        finished = True
+        return result
     finally:
-        cleanup_distributed()
+        cleanup_distributed(finished)
 
 
 def _fit(cfg: TrainConfig, info: DistInfo, run_dir, resume, quiet) -> TrainResult:

@@ -15,6 +15,8 @@ output plus the inputs.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -146,7 +148,10 @@ def local_correlation(f1: Tensor, f2: Tensor, patch_size: int = 15, dilation: in
         raise ValueError(f"dilation must be a positive integer, got {dilation!r}")
     # Autocast would run the forward matmuls in bf16 / fp16 but not the backward ones; the
     # correlation works in its inputs' dtype instead (the caller chooses it).
-    with torch.autocast(f1.device.type, enabled=False):
+    # (Devices without autocast, like "meta" for FLOP counting, need no guard.)
+    device = f1.device.type
+    guard = torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else nullcontext()
+    with guard:
         if torch.is_grad_enabled() and (f1.requires_grad or f2.requires_grad):
             return _LocalCorrelation.apply(f1, f2, patch_size, dilation)
         return _forward(f1, f2, patch_size, dilation)
