@@ -190,13 +190,17 @@ def test_torch_compile_traces_the_op_without_graph_breaks(monkeypatch):
 
 
 def _layer(backend):
+    # 16 reduced channels: with 4, ReLU often leaves pixels whose normalised features are
+    # equal, exact ties in the hard argmax that each implementation's rounding breaks its own
+    # way (seen once in 20 random inputs), and the outputs then legitimately differ.
     torch.manual_seed(0)
-    layer = MotionSqueeze(8, reduced_channels=4, patch_size=5, num_segments=3, backend=backend)
+    layer = MotionSqueeze(8, reduced_channels=16, patch_size=5, num_segments=3, backend=backend)
     return layer.to(DEVICE)
 
 
 def test_motion_squeeze_layer_with_triton_backend_matches_reference_and_compiles():
-    x = torch.randn(3, 8, 5, 6, device=DEVICE)  # one clip of 3 frames
+    # Seeded: the input must not depend on which tests ran before.
+    x = torch.randn(3, 8, 5, 6, generator=torch.Generator().manual_seed(3)).to(DEVICE)  # one clip of 3 frames
     results = {}
     for backend in ("reference", "triton"):
         layer = _layer(backend)
