@@ -8,6 +8,7 @@ mean class accuracy and the confusion matrix are computed.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -56,7 +57,7 @@ def score_dataset(
     loader = DataLoader(SeededDataset(dataset, 0), batch_size=batch_size, sampler=sampler, num_workers=workers,
                         collate_fn=collate_clips, pin_memory=device.type == "cuda")
     iterator = loader
-    if progress and info.is_main:
+    if progress and info.is_main and sys.stderr.isatty():
         from tqdm import tqdm
 
         iterator = tqdm(loader, desc="evaluating", leave=False)
