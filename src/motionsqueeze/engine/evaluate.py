@@ -94,7 +94,7 @@ def run_evaluation(model, dataset, info: DistInfo, cfg, class_names, amp="none",
     return classification_report(res.scores[labelled], res.labels[labelled], len(class_names))
 
 
-def load_trained_model(path, cfg=None, map_location="cpu") -> tuple[nn.Module, list[str] | None]:
+def load_trained_model(path, map_location="cpu") -> tuple[nn.Module, list[str] | None]:
     """A model from a model file (``.safetensors``, see ``motionsqueeze.load_model``) or from
     a training checkpoint (``.pt``, rebuilt from the config stored in it). Either way the
     model carries ``class_names``, ``preprocess`` and ``extra`` as ``load_model`` sets them."""
@@ -156,7 +156,7 @@ def evaluate_checkpoint(cfg, checkpoint, split: str = "val", out_dir=None, clips
     finished = False
     try:
         class_names = class_names_of(cfg.data)
-        model, model_names = load_trained_model(checkpoint, cfg)
+        model, model_names = load_trained_model(checkpoint)
         if model_names is not None and list(model_names) != list(class_names):
             raise ValueError(
                 f"{checkpoint} was trained on {len(model_names)} classes that differ from the {len(class_names)} "

@@ -147,27 +147,6 @@ class _ArrayReader:
         pass
 
 
-def _checkpoint_preprocess(path: Path, model) -> dict:
-    """Input size, mean, std of a model file, or of the recipe stored in a training checkpoint."""
-    from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
-    pre = getattr(model, "preprocess", None)
-    if pre:
-        return dict(pre)
-    info = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "input_size": 224}
-    if path.suffix == ".pt":
-        # The training checkpoint keeps its recipe; map the file instead of reading the weights twice.
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        data = (state.get("config") or {}).get("data") or {}
-        for key in ("mean", "std"):
-            if data.get(key) is not None:
-                info[key] = list(data[key])
-        size = data.get("crop_size") or data.get("size")
-        if size:
-            info["input_size"] = size
-    return info
-
-
 def load_motion_model(checkpoint) -> tuple[torch.nn.Module, dict, str]:
     """``(model, preprocess, name)`` from a model file, a training checkpoint or a model.
 
@@ -182,8 +161,8 @@ def load_motion_model(checkpoint) -> tuple[torch.nn.Module, dict, str]:
         from ..engine.evaluate import load_trained_model
 
         path = Path(checkpoint)
-        model, _ = load_trained_model(path)
-        pre = _checkpoint_preprocess(path, model)
+        model, _ = load_trained_model(path)  # preprocess: from the model file or the stored recipe
+        pre = dict(model.preprocess)
         name = getattr(model, "arch", None) or path.name
     if not hasattr(model, "motion_fields") or len(getattr(model, "motion", ())) == 0:
         where = f"{path}: " if path is not None else ""
