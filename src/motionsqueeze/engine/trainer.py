@@ -190,14 +190,15 @@ def _fit(cfg: TrainConfig, info: DistInfo, run_dir, resume, quiet) -> TrainResul
     t = cfg.train
 
     # --- where to start
+    existing = latest_checkpoint(run)
     ckpt_path = None
     if resume == "auto":
-        ckpt_path = latest_checkpoint(run)
+        ckpt_path = existing
     elif resume:
         ckpt_path = Path(resume)
-    elif latest_checkpoint(run) is not None:
+    elif existing is not None:
         raise ValueError(
-            f"run folder {run} already holds a checkpoint ({latest_checkpoint(run)}); pass --resume auto to "
+            f"run folder {run} already holds a checkpoint ({existing}); pass --resume auto to "
             f"continue it, or choose another --out so that finished work is not overwritten"
         )
     log = _Logger(run, info.is_main, t.tensorboard)
