@@ -1,5 +1,5 @@
 """Slow, obviously-correct loop versions of the MotionSqueeze math, written straight from
-SPEC.md, against which every fast implementation is tested."""
+docs/method.md, against which every fast implementation is tested."""
 
 from __future__ import annotations
 

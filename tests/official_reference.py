@@ -2,7 +2,7 @@
 
 The authors' code needs CUDA (``spatial_correlation_sampler`` and ``.to('cuda')`` calls),
 so the logit-equivalence tests run against this file instead: an independent, readable
-re-statement of their model as SPEC.md describes it, written their way and with their
+re-statement of their model as docs/method.md and docs/weights.md describe it, written their way and with their
 module names, so that a state dict of THIS module has exactly the keys and shapes of
 their checkpoints (``module.base_model.*``, ``module.new_fc.*``):
 

@@ -40,7 +40,7 @@ def official_ms():
 
 
 def test_spec_parameter_counts_hold_for_the_reference_layout():
-    # SPEC.md: the authors' models with 174 classes (their unused bn2 included), and the
+    # The authors' published counts: their models with 174 classes (their unused bn2 included), and the
     # official TSM code's ResNet, which has no bn2.
     with torch.device("meta"):
         counts = {
@@ -95,14 +95,14 @@ def test_authors_r50_layout_converts_and_loads_strictly():
     net = random_weights_(OfficialMSNet(50, num_segments=8, num_classes=174), seed=11)
     ckpt = official_checkpoint(net, "MS")
     sd = ckpt["state_dict"]
-    # Shapes from SPEC.md: C = 512 after res3 of ResNet-50, C' = 64, Conv1d classifier.
+    # The authors' shapes: C = 512 after res3 of ResNet-50, C' = 64, Conv1d classifier.
     assert sd["module.base_model.chnl_reduction.0.weight"].shape == (64, 512, 1, 1)
     assert sd["module.base_model.flow_refinement.conv4.3.weight"].shape == (512, 64, 1, 1)
     assert sd["module.new_fc.weight"].shape == (174, 2048, 1)
     model = load_official(ckpt, "official-ms", arch="msnet_r50", num_segments=8)
     ours = model.state_dict()
 
-    def our_name(key):  # the mapping of SPEC.md, written out
+    def our_name(key):  # the mapping of docs/weights.md, written out
         key = key.removeprefix("module.")
         if key.startswith("base_model.bn2."):
             return None  # their unused BatchNorm

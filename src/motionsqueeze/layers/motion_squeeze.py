@@ -1,4 +1,4 @@
-"""The MotionSqueeze module (Kwon, Kim, Kwak, Cho; ECCV 2020), SPEC steps 1-8.
+"""The MotionSqueeze module (Kwon, Kim, Kwak, Cho; ECCV 2020), docs/method.md §1-§8.
 
 ``F' = F + M(F)`` where, for the frames of each clip,
 

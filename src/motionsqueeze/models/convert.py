@@ -1,7 +1,7 @@
 """Import checkpoints of the authors' MotionSqueeze code and of the official TSM code.
 
 Both save ``{'epoch', 'arch', 'state_dict', 'best_prec1'}`` (TSM also ``'optimizer'``)
-from ``DataParallel(TSN(...))``, so keys start with ``module.`` (see SPEC.md):
+from ``DataParallel(TSN(...))``, so keys start with ``module.`` (docs/weights.md):
 
 ==========================================================  =================================
 official MotionSqueeze (``official-ms``)                     ours

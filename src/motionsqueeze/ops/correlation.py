@@ -1,4 +1,4 @@
-"""Local correlation (the "matching" step of MotionSqueeze, SPEC step 3).
+"""Local correlation (the "matching" step of MotionSqueeze, docs/method.md §3).
 
 ``S(x, d) = <f1(x), f2(x + d)>`` for every displacement ``d = (dy, dx)`` in a P x P window,
 channels in dy-major order (``index = (dy + r) * P + (dx + r)``, ``r = (P - 1) // 2``);

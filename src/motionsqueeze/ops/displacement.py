@@ -1,9 +1,9 @@
-"""Correlation to displacement: SPEC steps 2-5 of MotionSqueeze (Kwon et al., ECCV 2020).
+"""Correlation to displacement: docs/method.md §2-§5 of MotionSqueeze (Kwon et al., ECCV 2020).
 
 Given the reduced features of two neighbouring frames, :func:`displacement` returns, per
 pixel of the first frame, ``[u, v, confidence]``:
 
-* L2 normalisation over channels, ``f / sqrt(sum f^2 + 1e-6)`` (SPEC step 2);
+* L2 normalisation over channels, ``f / sqrt(sum f^2 + 1e-6)`` (§2);
 * local correlation over a P x P window and ReLU (step 3, :mod:`.correlation`);
 * confidence ``max_d S(x, d)`` (step 4);
 * kernel-soft-argmax (step 5, from SFNet): a Gaussian of width sigma (in window cells)

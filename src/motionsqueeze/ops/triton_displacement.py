@@ -1,4 +1,4 @@
-"""Fused Triton kernels for :func:`motionsqueeze.ops.displacement` (SPEC steps 2-5).
+"""Fused Triton kernels for :func:`motionsqueeze.ops.displacement` (docs/method.md §2-§5).
 
 Forward: per pixel, the P*P correlations, ReLU, confidence, hard argmax and the
 Gaussian-weighted softmax expectation, in one kernel that never writes the ``(N, P*P, H, W)``
