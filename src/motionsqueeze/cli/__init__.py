@@ -39,10 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+    except (ValueError, FileNotFoundError) as exc:
         # Problems with the user's input: say what and where, no traceback.
         # MOTIONSQUEEZE_DEBUG=1 shows the traceback.
         if os.environ.get("MOTIONSQUEEZE_DEBUG"):
             raise
         print(f"motionsqueeze {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # A full disk, a read-only or unwritable output, --out naming a file: one sentence.
+        if os.environ.get("MOTIONSQUEEZE_DEBUG"):
+            raise
+        from ..files import describe_os_error
+
+        print(f"motionsqueeze {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
         return 2

@@ -17,11 +17,14 @@ def add_parser(sub):
     p.add_argument("--format", choices=["onnx", "pt2"], default="onnx", help="default onnx")
     p.add_argument("--size", type=int, default=None,
                    help="input side in pixels (default: the model's input size)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    p.add_argument("--opset", type=int, default=None,
+                   help="ONNX opset (default 18; dynamo writes 18..23, torchscript 7..20)")
     p.add_argument("--exporter", choices=["auto", "dynamo", "torchscript"], default="auto",
                    help="ONNX exporter; auto tries dynamo, then TorchScript (default auto)")
     p.add_argument("--static-batch", action="store_true", help="fix the batch size to 1")
-    p.add_argument("--no-check", action="store_true", help="skip the comparison with PyTorch")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip the comparison with PyTorch (it runs onnxruntime, which keeps a device id "
+                   "under $XDG_CACHE_HOME/Microsoft, by default ~/.cache/Microsoft)")
     return p
 
 
@@ -30,8 +33,10 @@ def run(args) -> int:
 
     import torch
 
+    from ..files import atomic_write
     from ..models.export import (
         DEFAULT_OPSET,
+        ORT_CACHE_NOTE,
         example_clips,
         export_mode,
         export_onnx,
@@ -46,7 +51,7 @@ def run(args) -> int:
     batch = 1 if args.static_batch else 2
     if args.format == "onnx":
         try:
-            used = export_onnx(model, args.out, size=size, opset=args.opset or DEFAULT_OPSET, batch=batch,
+            used = export_onnx(model, args.out, size=size, opset=DEFAULT_OPSET if args.opset is None else args.opset, batch=batch,
                                dynamic_batch=not args.static_batch, exporter=args.exporter,
                                log=lambda line: print(line, file=sys.stderr))
         except RuntimeError as exc:
@@ -55,7 +60,7 @@ def run(args) -> int:
         how = f"ONNX, {used} exporter"
     else:
         program = export_program(model, size=size, batch=batch, dynamic_batch=not args.static_batch)
-        torch.export.save(program, args.out)
+        atomic_write(args.out, lambda f: torch.export.save(program, f))
         how = "torch.export program"
     n = "1" if args.static_batch else "N"
     print(f"wrote    {args.out} ({how}); clips ({n}, {model.num_segments}, 3, {size}, {size}) -> logits "
@@ -69,6 +74,7 @@ def run(args) -> int:
         except ImportError:
             print("check    skipped: onnxruntime is not installed (pip install onnxruntime)")
             return 0
+        print(f"note     {ORT_CACHE_NOTE}", file=sys.stderr)
     else:
         diff = program_max_abs_diff(torch.export.load(args.out), model, clips)
     with export_mode(model):

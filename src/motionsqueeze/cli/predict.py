@@ -23,11 +23,13 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    from ..engine.config import check_device
     from ..engine.evaluate import load_trained_model
     from ..engine.predict import predict_video
 
     if args.topk < 1:
         raise ValueError(f"--topk must be at least 1, got {args.topk}")
+    check_device(args.device, "--device")
     model, _ = load_trained_model(args.checkpoint)
     for source in args.inputs:
         top = predict_video(model, source, topk=args.topk, template=args.template,

@@ -12,37 +12,19 @@ either the previous checkpoint or the new one, never a torn file.
 
 from __future__ import annotations
 
-import os
+import pickle
 import random
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from ..files import atomic_write
+from ..models.weights import check_torch_archive, checked_digest, unsafe_file_error, with_digest
+
 __all__ = ["atomic_write", "save_checkpoint", "load_checkpoint", "latest_checkpoint", "capture_rng", "restore_rng"]
 
 LAST = "last.pt"
-
-
-def atomic_write(path: str | Path, write: Callable[[Any], None]) -> None:
-    """Call ``write(file_object)`` on a temporary file, then rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def capture_rng() -> dict:
@@ -70,6 +52,7 @@ def restore_rng(state: dict) -> None:
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
+    state = with_digest(state)  # a checksum of every tensor and value, verified on load
     atomic_write(path, lambda f: torch.save(state, f))
 
 
@@ -80,8 +63,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if path.stat().st_size == 0:
         raise ValueError(f"checkpoint {path} is empty (0 bytes); use an earlier checkpoint")
+    check_torch_archive(path)  # sizes checked before anything is inflated
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise unsafe_file_error(path, exc) from None
     except Exception as exc:  # torch raises several types for torn or foreign files
         raise ValueError(
             f"cannot read training checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}. "
@@ -89,7 +75,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ) from exc
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
         raise ValueError(f"{path} is not a motionsqueeze training checkpoint (no model/step entries)")
-    return state
+    return checked_digest(state, path)
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from ..layers import MotionSqueeze
 from .recognizer import VideoRecognizer
+from ..files import atomic_output
 from .weights import _first_line
 
 __all__ = [
@@ -41,10 +42,15 @@ __all__ = [
     "onnx_max_abs_diff",
     "program_max_abs_diff",
     "EXPORTERS",
+    "OPSETS",
+    "ORT_CACHE_NOTE",
 ]
 
 EXPORTERS = ("auto", "dynamo", "torchscript")
 DEFAULT_OPSET = 18
+# ONNX opsets each exporter writes with PyTorch 2.13 (the dynamo exporter builds opset 18 and
+# converts upwards; the TorchScript exporter writes 7..20 directly).
+OPSETS = {"dynamo": (18, 23), "torchscript": (7, 20)}
 
 
 @contextlib.contextmanager
@@ -170,12 +176,17 @@ def _model_info(model: nn.Module, exporter: str) -> dict:
     }
 
 
-def _add_onnx_metadata(path: Path, info: dict) -> None:
+def _finish_onnx(path: Path, info: dict, opset: int) -> None:
+    """Check the opset the exporter wrote and add our metadata entry (needs ``onnx``; without
+    it the file is left as the exporter wrote it)."""
     try:
         import onnx
     except ImportError:  # the TorchScript exporter does not need onnx; metadata is optional
         return
     proto = onnx.load(str(path))
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != opset:
+        raise RuntimeError(f"it wrote opset {written}, not the requested {opset}")
     entry = proto.metadata_props.add()
     entry.key, entry.value = "motionsqueeze", json.dumps(info)
     onnx.save(proto, str(path))
@@ -200,7 +211,8 @@ def export_onnx(
         path: destination ``.onnx`` file; written next to it and renamed into place.
         frames: T; must equal ``model.num_segments`` (default).
         size: input side (or ``(H, W)``) in pixels, fixed in the graph.
-        opset: ONNX opset version.
+        opset: ONNX opset version; the dynamo exporter writes 18..23, the TorchScript
+            exporter 7..20 (:data:`OPSETS`); the file's opset is checked after export.
         batch: batch size of the tracing example (2 or more keeps N symbolic).
         dynamic_batch: leave N free in the graph.
         exporter: ``"dynamo"`` (``torch.onnx.export(dynamo=True)``, needs ``onnxscript``),
@@ -215,32 +227,30 @@ def export_onnx(
     """
     if exporter not in EXPORTERS:
         raise ValueError(f"unknown exporter {exporter!r}; expected one of {list(EXPORTERS)}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clips = example_clips(model, frames=frames, size=size, batch=batch)
     order = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    order = [name for name in order if OPSETS[name][0] <= opset <= OPSETS[name][1]]
+    if not order:
+        ranges = ", ".join(f"{name} {lo}..{hi}" for name, (lo, hi) in OPSETS.items())
+        raise ValueError(f"ONNX opset {opset} cannot be written by the {exporter} exporter; the exporters "
+                         f"write opsets {ranges} (default {DEFAULT_OPSET})")
+    clips = example_clips(model, frames=frames, size=size, batch=batch)
     failures = []
-    try:
+    with atomic_output(path) as tmp:
         for name in order:
             try:
                 with export_mode(model), _quiet_exporters():
                     _EXPORT_FNS[name](model, clips, tmp, opset, dynamic_batch)
+                _finish_onnx(tmp, _model_info(model, name), opset)
             except Exception as exc:  # noqa: BLE001 - any exporter failure leads to the fallback
                 failures.append(f"{name}: {type(exc).__name__}: {_first_line(exc)}")
                 if log is not None and name != order[-1]:
                     log(f"ONNX export with the {name} exporter failed ({failures[-1]}); trying the next one")
                 continue
-            _add_onnx_metadata(tmp, _model_info(model, name))
-            os.replace(tmp, path)
             return name
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    hint = ""
-    if any("onnxscript" in f or "No module named" in f for f in failures):
-        hint = " Install the exporter's packages: pip install onnx onnxscript"
-    raise RuntimeError(f"ONNX export failed: {'; '.join(failures)}.{hint}")
+        hint = ""
+        if any("onnxscript" in f or "No module named" in f for f in failures):
+            hint = " Install the exporter's packages: pip install onnx onnxscript"
+        raise RuntimeError(f"ONNX export failed: {'; '.join(failures)}.{hint}")
 
 
 def _max_abs_diff(run: Callable[[Tensor], Tensor], model: nn.Module, clips: Tensor) -> float:
@@ -252,8 +262,15 @@ def _max_abs_diff(run: Callable[[Tensor], Tensor], model: nn.Module, clips: Tens
     return float((got - expected).abs().max())
 
 
+ORT_CACHE_NOTE = ("onnxruntime keeps its own files (a device id) under $XDG_CACHE_HOME/Microsoft, by "
+                  "default ~/.cache/Microsoft; set XDG_CACHE_HOME to move them, or pass --no-check")
+
+
 def onnx_max_abs_diff(path: str | os.PathLike, model: nn.Module, clips: Tensor) -> float:
-    """Largest |ONNX Runtime - PyTorch| over the logits of ``clips`` (needs onnxruntime)."""
+    """Largest |ONNX Runtime - PyTorch| over the logits of ``clips`` (needs onnxruntime).
+
+    Importing onnxruntime writes its own files outside the output folder (see
+    :data:`ORT_CACHE_NOTE`)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import re
@@ -29,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import __version__
+from ..files import DIGEST_KEY, atomic_output, tensor_digest
 from .recognizer import ModelConfig, VideoRecognizer, build_model
 from .resnet import RESNET_DEPTHS, BasicBlock
 
@@ -47,6 +49,10 @@ __all__ = [
     "read_model_metadata",
     "MODEL_FORMAT",
     "MODEL_FORMAT_VERSION",
+    "check_torch_archive",
+    "unsafe_file_error",
+    "with_digest",
+    "checked_digest",
 ]
 
 MODEL_FORMAT = "motionsqueeze.model"
@@ -81,12 +87,34 @@ def _numpy_scalar_globals() -> list:
     ]
 
 
+# Bounds checked before anything is allocated (see docs/security.md).
+MAX_SAFETENSORS_HEADER = 100_000_000  # bytes of JSON header; the safetensors library's own limit
+
+
+def _looks_like_safetensors(head: bytes, size: int) -> bool:
+    """A safetensors file: a little-endian u64 header length that fits in the file, then a
+    JSON object. Judged on that structure, not on one byte: the first byte is the low byte of
+    the length and can be anything, 0x80 included."""
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    length = int.from_bytes(head[:8], "little")
+    return 2 <= length <= min(size - 8, MAX_SAFETENSORS_HEADER)
+
+
+def _looks_like_torch(head: bytes) -> bool:
+    """``torch.save``: a zip archive, or (legacy format) a pickle of protocol 2 to 5."""
+    return head[:4] == b"PK\x03\x04" or (len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
 def _sniff(path: Path) -> str:
-    """``"torch"``, ``"safetensors"`` or an error, from the first bytes of the file."""
+    """``"torch"``, ``"safetensors"`` or an error, from the structure of the file's start."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     if path.is_dir():
         raise WeightsFileError(f"{path} is a directory; expected a .pth/.pt/.tar or .safetensors file")
+    if not path.is_file():
+        raise WeightsFileError(f"{path} is not a regular file (a pipe, socket or device); copy the "
+                               f"weights into a file and give its path")
     size = path.stat().st_size
     if size == 0:
         raise WeightsFileError(
@@ -94,10 +122,10 @@ def _sniff(path: Path) -> str:
         )
     with open(path, "rb") as f:
         head = f.read(9)
-    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":  # torch.save zip / legacy pickle
-        return "torch"
-    if len(head) == 9 and head[8:9] == b"{":  # safetensors: u64 header length, then JSON
+    if _looks_like_safetensors(head, size):
         return "safetensors"
+    if _looks_like_torch(head):
+        return "torch"
     raise WeightsFileError(
         f"{path} is neither a PyTorch checkpoint (torch.save: .pth/.pt/.tar) nor a safetensors "
         f"file (first bytes {head!r}); check that it is the right file and that it was copied "
@@ -105,24 +133,81 @@ def _sniff(path: Path) -> str:
     )
 
 
+def check_torch_archive(path: str | os.PathLike) -> None:
+    """Refuse a ``torch.save`` zip archive whose entries would inflate beyond the file.
+
+    ``torch.save`` stores entries uncompressed, so their sizes add up to at most the file's
+    size; a compressed entry (a "zip bomb" that inflates gigabytes from a small file) or an
+    entry claiming more bytes than the file holds is refused before anything is read. Files
+    that are not zip archives are left to the loader.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        return
+    with archive:
+        total = 0
+        for entry in archive.infolist():
+            if entry.compress_type != zipfile.ZIP_STORED:
+                raise WeightsFileError(
+                    f"{path}: entry {entry.filename!r} is compressed; torch.save never compresses, so "
+                    f"the file was not written by PyTorch or was repacked. Refused before inflating "
+                    f"it; re-save the weights with torch.save"
+                )
+            total += entry.file_size
+        if total > size:
+            raise WeightsFileError(
+                f"{path}: its entries claim {total:,} bytes but the file holds {size:,}; it is "
+                f"corrupt or crafted, copy or download it again"
+            )
+
+
+def unsafe_file_error(path: str | os.PathLike, exc: BaseException) -> WeightsFileError:
+    """The refusal of a pickle that needs arbitrary Python objects (never suggests
+    ``weights_only=False``, which would run the file's code)."""
+    found = re.findall(r"GLOBAL ([\w.]+)", str(exc))
+    what = f" (it references {found[0]})" if found else ""
+    return WeightsFileError(
+        f"{path} was refused: loading it would need arbitrary Python objects{what}, and "
+        f"unpickling those can execute code. motionsqueeze only reads tensors, containers "
+        f"and numbers (torch.load with weights_only=True). If you trust the file, re-save "
+        f"just its state dict with torch.save(model.state_dict(), ...) or as .safetensors"
+    )
+
+
+def with_digest(state: Mapping[str, Any]) -> dict[str, Any]:
+    """``state`` plus its :func:`~motionsqueeze.files.tensor_digest` under ``"sha256"``."""
+    return {**state, DIGEST_KEY: tensor_digest(state)}
+
+
+def checked_digest(state: Mapping[str, Any], path: str | os.PathLike) -> dict[str, Any]:
+    """Verify the ``"sha256"`` entry written by :func:`with_digest` (files without one, from
+    before checksums, are accepted) and return ``state`` without it."""
+    state = dict(state)
+    stored = state.pop(DIGEST_KEY, None)
+    if isinstance(stored, str) and stored != tensor_digest(state):
+        raise WeightsFileError(
+            f"{path} fails its checksum: its contents changed after it was written (a disk or "
+            f"copy error, or an edit). Use an earlier checkpoint or copy the file again"
+        )
+    return state
+
+
 def _load_torch(path: Path, map_location) -> Any:
+    check_torch_archive(path)
     try:
         with torch.serialization.safe_globals(_numpy_scalar_globals()):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = re.findall(r"GLOBAL ([\w.]+)", str(exc))
-        what = f" (it references {found[0]})" if found else ""
-        raise WeightsFileError(
-            f"{path} was refused: loading it would need arbitrary Python objects{what}, and "
-            f"unpickling those can execute code. motionsqueeze only reads tensors, containers "
-            f"and numbers (torch.load with weights_only=True). If you trust the file, re-save "
-            f"just its state dict with torch.save(model.state_dict(), ...) or as .safetensors"
-        ) from None
+        raise unsafe_file_error(path, exc) from None
     except (RuntimeError, EOFError, KeyError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise WeightsFileError(
             f"{path} is truncated or corrupt ({type(exc).__name__}: {_first_line(exc)}); copy "
             f"or download it again"
         ) from None
+    return checked_digest(obj, path) if isinstance(obj, Mapping) else obj
 
 
 def _load_safetensors(path: Path, map_location) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -138,7 +223,7 @@ def _load_safetensors(path: Path, map_location) -> tuple[dict[str, Tensor], dict
             f"{path} is truncated or corrupt (safetensors: {_first_line(exc)}); copy or download "
             f"it again"
         ) from None
-    return tensors, metadata
+    return checked_digest(tensors | {DIGEST_KEY: metadata.get(DIGEST_KEY)}, path), metadata
 
 
 def _first_line(exc: BaseException) -> str:
@@ -467,18 +552,13 @@ def save_model(
         text = json.dumps(info)
     except TypeError as exc:
         raise ValueError(f"save_model: extra must be JSON-serialisable ({exc})") from None
-    metadata = {"format": MODEL_FORMAT, "format_version": str(MODEL_FORMAT_VERSION), "motionsqueeze": text}
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    metadata = {"format": MODEL_FORMAT, "format_version": str(MODEL_FORMAT_VERSION), "motionsqueeze": text,
+                DIGEST_KEY: tensor_digest(tensors)}
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_output(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -530,6 +610,48 @@ def _read_model(path: Path, map_location, tensors: bool = True):
     return info, state
 
 
+# Sane bounds for the settings of a model file that no tensor shape confirms (see
+# docs/security.md); values outside them are refused before anything is built.
+MODEL_FILE_BOUNDS = {
+    "num_segments": (1, 1024),       # frames per clip
+    "patch_size": (1, 99),           # matching window side, in cells
+    "input_size": (8, 4096),         # network input side, in pixels
+}
+
+
+def _check_model_bounds(path: Path, config: ModelConfig, preprocess: Mapping[str, Any],
+                        state: Mapping[str, Tensor] | None) -> None:
+    """Refuse stored settings that would allocate without limit, before building anything."""
+    def refuse(key: str, value: Any, expected: str) -> None:
+        raise WeightsFileError(f"{path}: the stored {key} is {value!r}, expected {expected}; the file "
+                               f"was edited or damaged")
+
+    size = preprocess.get("input_size", 224)
+    values = {"num_segments": config.num_segments, "patch_size": config.patch_size,
+              "input_size": max(size) if isinstance(size, list) and size else size}
+    for key, (lo, hi) in MODEL_FILE_BOUNDS.items():
+        value = values[key]
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+            refuse(key, value, f"an integer in [{lo}, {hi}]")
+    for key in ("mean", "std"):
+        value = preprocess.get(key)
+        if (not isinstance(value, list) or len(value) != 3
+                or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in value)
+                or (key == "std" and min(value) <= 0)):
+            refuse(f"preprocess {key}", value, "3 finite numbers" + (" above 0" if key == "std" else ""))
+    # Every residual block and transform layer holds tensors, so the file's tensor count
+    # bounds how many the configuration may ask for (a stored layers: [100000, ...] would
+    # otherwise spend minutes building modules).
+    if state is not None:
+        blocks = sum(config.layers or ()) + len(config.transform_channels or ())
+        if blocks > len(state):
+            refuse("layers", list(config.layers or ()),
+                   f"at most {len(state)} blocks in all (the file holds {len(state)} tensors)")
+    for key in ("sigma", "temperature", "dropout"):
+        if not math.isfinite(float(getattr(config, key))):
+            refuse(key, getattr(config, key), "a finite number")
+
+
 def load_model(path: str | os.PathLike, map_location="cpu") -> VideoRecognizer:
     """Rebuild a model saved by :func:`save_model`, in eval mode.
 
@@ -545,18 +667,27 @@ def load_model(path: str | os.PathLike, map_location="cpu") -> VideoRecognizer:
         config = ModelConfig().replace(**info["config"])
     except (ValueError, TypeError) as exc:
         raise WeightsFileError(f"{path}: the stored model configuration is not usable: {exc}") from None
+    try:
+        _check_model_bounds(path, config, info["preprocess"], state)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, WeightsFileError):
+            raise
+        raise WeightsFileError(f"{path}: the stored model configuration is not usable: {exc}") from None
     if config.backend not in available_backends():
         # A model trained with a backend that this machine lacks (Triton on a CPU box)
         # computes the same function with the automatic choice.
         config = config.replace(backend="auto")
-    with torch.device(map_location if map_location is not None else "cpu"):
-        model = build_model(config)
-    mismatch = compare_keys(model.state_dict(), state)
+    # The stored configuration is checked against the file's tensors on the meta device
+    # (no memory) before the real model is allocated: edited metadata cannot ask for more.
+    with torch.device("meta"):
+        mismatch = compare_keys(build_model(config).state_dict(), state)
     if mismatch:
         raise WeightsFileError(
             f"{path}: the weights do not match the stored configuration ({mismatch.describe()}); "
             f"the file was edited or damaged"
         )
+    with torch.device(map_location if map_location is not None else "cpu"):
+        model = build_model(config)
     model.load_state_dict(state, strict=False)  # only num_batches_tracked may be absent
     model.arch = info.get("arch")
     model.class_names = info.get("class_names")
