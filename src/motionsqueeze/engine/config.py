@@ -9,6 +9,7 @@ the file and line, and the valid keys.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -17,6 +18,9 @@ from typing import Any
 
 __all__ = [
     "ConfigError",
+    "Range",
+    "RANGES",
+    "check_device",
     "ModelSection",
     "OptimConfig",
     "ScheduleConfig",
@@ -32,6 +36,77 @@ __all__ = [
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the file, line and key."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric field: ``lo``..``hi``, each end closed unless ``*_open``.
+    Infinite and NaN values are outside every range. ``str()`` is the interval as written in
+    the field docs, e.g. ``(0, 10]``."""
+
+    lo: float
+    hi: float
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, value) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        above = value > self.lo if self.lo_open else value >= self.lo
+        below = value < self.hi if self.hi_open else value <= self.hi
+        return above and below
+
+    def __str__(self) -> str:
+        def num(v):
+            return str(int(v)) if float(v).is_integer() else str(v)
+
+        return f"{'(' if self.lo_open else '['}{num(self.lo)}, {num(self.hi)}{')' if self.hi_open else ']'}"
+
+
+# The range of every numeric field, checked at load (each is also in the field's docs).
+# Tuples are checked item by item; ``None`` (where a field allows it) is always accepted.
+RANGES: dict[str, Range] = {
+    "optim.lr": Range(0, 10, lo_open=True),
+    "optim.reference_batch_size": Range(0, 1_000_000),
+    "optim.momentum": Range(0, 1, hi_open=True),
+    "optim.betas": Range(0, 1, hi_open=True),
+    "optim.weight_decay": Range(0, 1),
+    "optim.bias_lr_mult": Range(0, 100),
+    "optim.classifier_lr_mult": Range(0, 100),
+    "optim.clip_grad_norm": Range(0, 1_000_000, lo_open=True),
+    "schedule.epochs": Range(1, 100_000),
+    "schedule.milestones": Range(0, 100_000),
+    "schedule.gamma": Range(0, 1, lo_open=True),
+    "schedule.min_lr_factor": Range(0, 1),
+    "schedule.warmup_epochs": Range(0, 100_000),
+    "schedule.warmup_start_factor": Range(0, 1),
+    "train.batch_size": Range(1, 65536),
+    "train.workers": Range(0, 256),
+    "train.seed": Range(0, 2**32 - 1),
+    "train.log_every": Range(0, 1_000_000_000),
+    "train.save_every_steps": Range(0, 1_000_000_000),
+    "train.eval_every": Range(0, 100_000),
+    "train.max_steps_per_epoch": Range(0, 1_000_000_000),
+    "eval.batch_size": Range(1, 65536),
+}
+
+# A recipe is a small text file; these bound what parsing it may cost.
+MAX_RECIPE_BYTES = 1_000_000
+MAX_RECIPE_NODES = 100_000  # YAML nodes once aliases are expanded
+
+
+def check_device(spec: str, key: str = "train.device") -> str:
+    """Refuse a device name torch does not know (``auto`` is accepted)."""
+    import torch
+
+    if spec == "auto":
+        return spec
+    try:
+        torch.device(spec)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"{key} must be auto, cpu, cuda or cuda:N (or another torch device such as "
+                          f"mps), got {spec!r}") from None
+    return spec
 
 
 @dataclass
@@ -62,18 +137,20 @@ class OptimConfig:
 
     Attributes:
         name: ``sgd`` (momentum, optionally Nesterov) or ``adamw``.
-        lr: learning rate for a total batch of ``reference_batch_size`` clips.
+        lr: learning rate for a total batch of ``reference_batch_size`` clips; range (0, 10].
         reference_batch_size: the lr is scaled by ``total batch / reference_batch_size``
-            (linear scaling); 0 disables scaling.
-        momentum: SGD momentum.
+            (linear scaling); 0 disables scaling; range [0, 1000000] clips.
+        momentum: SGD momentum; range [0, 1).
         nesterov: Nesterov momentum for SGD.
-        betas: AdamW betas.
-        weight_decay: L2 penalty for weights that decay.
-        bias_lr_mult: lr multiplier for biases (the recipes use 2).
+        betas: AdamW betas, two values, each in range [0, 1).
+        weight_decay: L2 penalty for weights that decay; range [0, 1].
+        bias_lr_mult: lr multiplier for biases (the recipes use 2); range [0, 100].
         bias_decay: apply weight decay to biases.
         norm_decay: apply weight decay to BatchNorm weights and biases.
-        classifier_lr_mult: lr multiplier for the classifier ``fc`` (5 when fine-tuning).
-        clip_grad_norm: clip the global gradient norm to this value; ``null`` for no clipping.
+        classifier_lr_mult: lr multiplier for the classifier ``fc`` (5 when fine-tuning);
+            range [0, 100].
+        clip_grad_norm: clip the global gradient norm to this value; ``null`` for no
+            clipping; range (0, 1000000].
     """
 
     name: str = "sgd"
@@ -95,14 +172,17 @@ class ScheduleConfig:
     """``schedule:`` section (the learning rate is updated every step).
 
     Attributes:
-        epochs: training epochs.
+        epochs: training epochs; range [1, 100000].
         kind: ``step`` (multiply by ``gamma`` at each milestone), ``cosine`` (to
             ``min_lr_factor`` at the end) or ``constant``.
-        milestones: epochs at which ``step`` multiplies the lr by ``gamma``.
-        gamma: factor of ``step``.
-        min_lr_factor: final lr of ``cosine`` as a fraction of the peak.
-        warmup_epochs: linear warm-up length in epochs (may be fractional); 0 for none.
-        warmup_start_factor: lr at the first step of warm-up as a fraction of the peak.
+        milestones: epochs at which ``step`` multiplies the lr by ``gamma``; each in range
+            [0, 100000].
+        gamma: factor of ``step``; range (0, 1].
+        min_lr_factor: final lr of ``cosine`` as a fraction of the peak; range [0, 1].
+        warmup_epochs: linear warm-up length in epochs (may be fractional); 0 for none;
+            range [0, 100000].
+        warmup_start_factor: lr at the first step of warm-up as a fraction of the peak;
+            range [0, 1].
     """
 
     epochs: int = 40
@@ -119,22 +199,25 @@ class RunConfig:
     """``train:`` section: how the loop runs.
 
     Attributes:
-        batch_size: clips per process per step (total batch = batch_size x processes).
-        workers: DataLoader worker processes per process.
+        batch_size: clips per process per step (total batch = batch_size x processes);
+            range [1, 65536].
+        workers: DataLoader worker processes per process; range [0, 256].
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
         amp: mixed precision on CUDA: ``none``, ``bf16`` or ``fp16`` (with a gradient scaler).
         channels_last: use the channels-last memory format (faster convolutions on GPUs).
         compile: wrap the model in ``torch.compile``.
         sync_bn: synchronise BatchNorm statistics across processes.
-        seed: seed of weights, data order, augmentation and dropout.
-        log_every: steps between progress log lines.
-        save_every_steps: also write a resumable checkpoint every N steps; 0 for epochs only.
-        eval_every: epochs between validations; 0 for none until the end.
+        seed: seed of weights, data order, augmentation and dropout; range [0, 4294967295].
+        log_every: steps between progress log lines; range [0, 1000000000].
+        save_every_steps: also write a resumable checkpoint every N steps; 0 for epochs only;
+            range [0, 1000000000].
+        eval_every: epochs between validations; 0 for none until the end; range [0, 100000].
         best_metric: validation metric that decides the best checkpoint (``top1``,
             ``top5`` or ``mean_class_acc``).
         progress: show progress bars on an interactive terminal.
         tensorboard: also log to TensorBoard when it is installed.
-        max_steps_per_epoch: cap on steps per epoch (for smoke tests); 0 for no cap.
+        max_steps_per_epoch: cap on steps per epoch (for smoke tests); 0 for no cap; range
+            [0, 1000000000].
     """
 
     batch_size: int = 8
@@ -162,7 +245,7 @@ class EvalConfig:
     Attributes:
         fusion: ``logits`` (mean of the views' logits, as the TSM and MotionSqueeze test
             scripts do) or ``softmax`` (mean of the views' probabilities).
-        batch_size: videos per evaluation batch.
+        batch_size: videos per evaluation batch; range [1, 65536].
     """
 
     fusion: str = "logits"
@@ -191,15 +274,44 @@ class TrainConfig:
             (self.train.amp in ("none", "bf16", "fp16"), "train.amp", "none, bf16 or fp16", self.train.amp),
             (self.eval.fusion in ("logits", "softmax"), "eval.fusion", "logits or softmax", self.eval.fusion),
             (self.train.best_metric in ("top1", "top5", "mean_class_acc"), "train.best_metric", "top1, top5 or mean_class_acc", self.train.best_metric),
-            (self.schedule.epochs >= 1, "schedule.epochs", "a positive number of epochs", self.schedule.epochs),
-            (self.train.batch_size >= 1, "train.batch_size", "a positive number of clips", self.train.batch_size),
-            (self.optim.lr > 0, "optim.lr", "a positive learning rate", self.optim.lr),
         ]
         for ok, key, expected, got in checks:
             if not ok:
                 raise ConfigError(f"{self.source or 'config'}: {key} must be {expected}, got {got!r}")
+        for key, value in _numeric_fields(self):
+            values = value if isinstance(value, tuple) else (value,)
+            bad = [v for v in values if v is not None and v not in RANGES[key]]
+            if bad:
+                what = "each value" if isinstance(value, tuple) else "it"
+                raise ConfigError(f"{self.source or 'config'}: {key} is {value!r}; {what} must be in the range "
+                                  f"{RANGES[key]} (see the field's documentation)")
+        if len(self.optim.betas) != 2:
+            raise ConfigError(f"{self.source or 'config'}: optim.betas must hold 2 values, got {list(self.optim.betas)}")
+        try:
+            check_device(self.train.device)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.source or 'config'}: {exc}") from None
         if self.data is None:
             raise ConfigError(f"{self.source or 'config'}: the 'data' section is missing")
+
+
+def _numeric_fields(cfg: "TrainConfig"):
+    """``(dotted key, value)`` of every int/float (or tuple of them) field of the sections
+    that :data:`RANGES` covers."""
+    for section in ("optim", "schedule", "train", "eval"):
+        obj = getattr(cfg, section)
+        hints = typing.get_type_hints(type(obj))
+        for f in fields(obj):
+            numeric = {int, float} & _leaf_types(hints[f.name])
+            if numeric:
+                yield f"{section}.{f.name}", getattr(obj, f.name)
+
+
+def _leaf_types(tp) -> set:
+    args = typing.get_args(tp)
+    if not args:
+        return {tp}
+    return set().union(*(_leaf_types(a) for a in args if a is not Ellipsis))
 
 
 # --------------------------------------------------------------------------- loading
@@ -245,6 +357,8 @@ def _convert(value: Any, tp: Any, key: str, where) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where(key)}: '{key}' must be a list, got {value!r}")
         item = args[0] if args else Any
+        if args and Ellipsis not in args and len(value) != len(args):
+            raise ConfigError(f"{where(key)}: '{key}' must hold {len(args)} values, got {list(value)!r}")
         return tuple(_convert(v, item, key, where) for v in value)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -315,6 +429,8 @@ def config_from_dict(raw: dict, source: str | None = None, text: str | None = No
     unknown = [k for k in raw if k not in sections]
     if unknown:
         raise ConfigError(f"{where(unknown[0])}: unknown section '{unknown[0]}'; valid sections are {sections}")
+    if not isinstance(raw.get("model") or {}, dict):
+        raise ConfigError(f"{where('model')}: 'model' must be a mapping (arch: ..., options), got {raw['model']!r}")
     model_raw = dict(raw.pop("model", None) or {})
     model = ModelSection(arch=model_raw.pop("arch", ModelSection.arch), pretrained=model_raw.pop("pretrained", None),
                          init_from=model_raw.pop("init_from", None))
@@ -387,13 +503,41 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     import yaml
 
     path = resolve_recipe(path)
+    if path.stat().st_size > MAX_RECIPE_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size:,} bytes is too large for a recipe (at most "
+                          f"{MAX_RECIPE_BYTES:,}); is it the right file?")
     text = path.read_text()
     try:
+        _check_expanded_size(yaml.compose(text), path)
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     raw = apply_overrides(raw, overrides or [])
     return config_from_dict(raw, source=str(path), text=text)
+
+
+def _check_expanded_size(root, path) -> None:
+    """Refuse YAML whose aliases expand to more than :data:`MAX_RECIPE_NODES` nodes (nested
+    aliases grow exponentially: a few lines can stand for billions of values)."""
+    import yaml
+
+    sizes: dict[int, int] = {}
+
+    def size(node) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        sizes[id(node)] = 1  # a cycle counts once
+        n = 1
+        if isinstance(node, yaml.MappingNode):
+            n += sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            n += sum(size(v) for v in node.value)
+        sizes[id(node)] = min(n, MAX_RECIPE_NODES + 1)
+        return sizes[id(node)]
+
+    if root is not None and size(root) > MAX_RECIPE_NODES:
+        raise ConfigError(f"{path}: the YAML expands to more than {MAX_RECIPE_NODES:,} values (nested "
+                          f"aliases); write the recipe out plainly")
 
 
 def config_to_dict(cfg: TrainConfig) -> dict:
