@@ -30,8 +30,10 @@ Videos (PyAV / FFmpeg: H.264 mp4, VP9 webm, MPEG-4 avi, ...)
 from __future__ import annotations
 
 import bisect
+import errno
 import os
 import re
+import stat
 import string
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -156,6 +158,8 @@ def scan_frame_folder(path: str, template: str = "{:05d}.jpg", start_index: int 
         raise DataError(f"{path}: not a folder") from None
     except PermissionError:
         raise DataError(f"{path}: permission denied") from None
+    except OSError as exc:  # a path too long, a loop of links
+        raise DataError(f"{path}: cannot list the folder ({exc.strerror}); fix the path") from None
     present, other = set(), []
     for name in names:
         m = pattern.fullmatch(name)
@@ -230,19 +234,58 @@ class FrameFolderReader(ClipReader):
         for i in sorted(set(idx)):
             file = os.path.join(self.path, self.frame_file(i))
             try:
-                with Image.open(file) as img:
+                with _open_regular(file) as f, Image.open(f) as img:
+                    _check_pixels(file, img.size)
                     frames[i] = np.asarray(img.convert("RGB"))
             except FileNotFoundError:
                 hint = start_index_hint(self.path, self.template, self.start_index)
                 raise DataError(f"{file}: missing frame {i + 1} of {self.num_frames}; the list says "
                                 f"{self.num_frames} frames{hint or ' (re-extract the frames or fix the list)'}",
                                 "missing") from None
-            except (OSError, ValueError, SyntaxError) as exc:
+            except DataError:
+                raise
+            except OSError as exc:
+                if exc.errno in (errno.ENAMETOOLONG, errno.ELOOP, errno.EACCES):
+                    raise DataError(f"{file}: cannot open ({exc.strerror}); fix the path or its "
+                                    "permissions") from None
                 # Pillow raises OSError for truncated data and UnidentifiedImageError
                 # (an OSError) for files that are not images.
                 raise DataError(f"{file}: cannot decode the image ({exc}); the file is corrupt or "
                                 "truncated, re-extract it") from None
+            except Image.DecompressionBombError:
+                raise DataError(f"{file}: the image declares more pixels than Pillow allows "
+                                f"({Image.MAX_IMAGE_PIXELS:,}); re-extract the frames at video size") from None
+            except (ValueError, SyntaxError) as exc:
+                raise DataError(f"{file}: cannot decode the image ({exc}); the file is corrupt or "
+                                "truncated, re-extract it") from None
         return self._stack(frames, idx)
+
+
+# Frames larger than this are refused before they are decoded (an 8K frame has 33 million
+# pixels; a forged JPEG header can declare billions).
+MAX_FRAME_PIXELS = 50_000_000
+
+
+def _open_regular(file: str):
+    """Open ``file`` for reading, refusing anything but a regular file: reading a named pipe
+    would wait forever for a writer, and a device may never end. The check is made on the
+    open descriptor (non-blocking open), so the file cannot be swapped in between."""
+    fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DataError(f"{file}: not a regular file (a named pipe, socket or device); frames and "
+                            "videos must be plain files")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _check_pixels(file: str, size: tuple[int, int]) -> None:
+    width, height = size
+    if width * height > MAX_FRAME_PIXELS:
+        raise DataError(f"{file}: the image declares {width}x{height} pixels, more than the "
+                        f"{MAX_FRAME_PIXELS:,} a frame may have; re-extract the frames at video size")
 
 
 # --------------------------------------------------------------------------- videos
@@ -273,9 +316,16 @@ class VideoReader(ClipReader):
         self._av = av
         self._container = None
         try:
-            size = os.path.getsize(self.path)
+            info = os.stat(self.path)
         except FileNotFoundError:
             raise DataError(f"{self.path}: video file not found", "missing") from None
+        except OSError as exc:  # a path too long, a loop of links, no permission
+            raise DataError(f"{self.path}: cannot open ({exc.strerror}); fix the path or its "
+                            "permissions") from None
+        if not stat.S_ISREG(info.st_mode):
+            raise DataError(f"{self.path}: not a regular file (a named pipe, socket or device); "
+                            "videos must be plain files")
+        size = info.st_size
         if size == 0:
             raise DataError(f"{self.path}: empty file (0 bytes); re-download or re-encode it")
         try:
