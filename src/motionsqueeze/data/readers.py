@@ -270,15 +270,12 @@ def _open_regular(file: str):
     """Open ``file`` for reading, refusing anything but a regular file: reading a named pipe
     would wait forever for a writer, and a device may never end. The check is made on the
     open descriptor (non-blocking open), so the file cannot be swapped in between."""
-    fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise DataError(f"{file}: not a regular file (a named pipe, socket or device); frames and "
-                            "videos must be plain files")
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+    f = open(file, "rb", opener=lambda name, flags: os.open(name, flags | getattr(os, "O_NONBLOCK", 0)))
+    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        f.close()
+        raise DataError(f"{file}: not a regular file (a named pipe, socket or device); frames and "
+                        "videos must be plain files")
+    return f
 
 
 def _check_pixels(file: str, size: tuple[int, int]) -> None:
