@@ -334,6 +334,14 @@ def test_resume_from_a_malicious_pickle_never_suggests_weights_only_false(tmp_pa
     assert not (tmp_path / "pwned").exists()
 
 
+def test_a_checkpoint_that_is_no_pickle_is_corrupt_without_torch_hints(tmp_path):
+    bad = tmp_path / "last.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="cannot read training checkpoint") as info:
+        load_checkpoint(bad)
+    assert "weights_only" not in str(info.value) and "likely succeed" not in str(info.value)
+
+
 def test_a_bad_device_is_a_message(tmp_path, tiny_model, capsys):
     model = save_model(tiny_model, tmp_path / "m.safetensors", input_size=32)
     assert main(["predict", str(model), str(tmp_path / "clip.mp4"), "--device", "gpu0"]) == 2

@@ -12,7 +12,6 @@ either the previous checkpoint or the new one, never a torn file.
 
 from __future__ import annotations
 
-import pickle
 import random
 from pathlib import Path
 
@@ -20,7 +19,8 @@ import numpy as np
 import torch
 
 from ..files import atomic_write
-from ..models.weights import check_torch_archive, checked_digest, unsafe_file_error, with_digest
+from ..models.weights import (check_torch_archive, checked_digest, is_unsafe_pickle, load_error_reason,
+                              unsafe_file_error, with_digest)
 
 __all__ = ["atomic_write", "save_checkpoint", "load_checkpoint", "latest_checkpoint", "capture_rng", "restore_rng"]
 
@@ -66,11 +66,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     check_torch_archive(path)  # sizes checked before anything is inflated
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise unsafe_file_error(path, exc) from None
     except Exception as exc:  # torch raises several types for torn or foreign files
+        if is_unsafe_pickle(exc):  # never repeat torch's hint to load with weights_only=False
+            raise unsafe_file_error(path, exc) from None
         raise ValueError(
-            f"cannot read training checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}. "
+            f"cannot read training checkpoint {path}: {load_error_reason(exc)}. "
             "It is truncated, corrupt, or not a motionsqueeze training checkpoint."
         ) from exc
     if not isinstance(state, dict) or "model" not in state or "step" not in state:

@@ -51,6 +51,8 @@ __all__ = [
     "MODEL_FORMAT_VERSION",
     "check_torch_archive",
     "unsafe_file_error",
+    "is_unsafe_pickle",
+    "load_error_reason",
     "with_digest",
     "checked_digest",
 ]
@@ -164,6 +166,23 @@ def check_torch_archive(path: str | os.PathLike) -> None:
             )
 
 
+def is_unsafe_pickle(exc: BaseException) -> bool:
+    """Whether ``torch.load(weights_only=True)`` refused a Python object (a global such as a
+    class or function), rather than bytes that are no pickle at all."""
+    return isinstance(exc, pickle.UnpicklingError) and "global" in str(exc).lower()
+
+
+def load_error_reason(exc: BaseException) -> str:
+    """``"Type: detail"`` of a loading error, without torch's advice to load with
+    ``weights_only=False`` (which would run the file's code)."""
+    text = str(exc)
+    if "weights_only" in text:
+        detail = [line.strip() for line in text.splitlines()
+                  if line.strip() and "weights_only" not in line and "torch.load" not in line]
+        text = detail[0] if detail else "not a pickle that torch.load(weights_only=True) can read"
+    return f"{type(exc).__name__}: {_first_line(Exception(text))}"
+
+
 def unsafe_file_error(path: str | os.PathLike, exc: BaseException) -> WeightsFileError:
     """The refusal of a pickle that needs arbitrary Python objects (never suggests
     ``weights_only=False``, which would run the file's code)."""
@@ -200,11 +219,11 @@ def _load_torch(path: Path, map_location) -> Any:
     try:
         with torch.serialization.safe_globals(_numpy_scalar_globals()):
             obj = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise unsafe_file_error(path, exc) from None
-    except (RuntimeError, EOFError, KeyError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        if is_unsafe_pickle(exc):
+            raise unsafe_file_error(path, exc) from None
         raise WeightsFileError(
-            f"{path} is truncated or corrupt ({type(exc).__name__}: {_first_line(exc)}); copy "
+            f"{path} is truncated or corrupt ({load_error_reason(exc)}); copy "
             f"or download it again"
         ) from None
     return checked_digest(obj, path) if isinstance(obj, Mapping) else obj
