@@ -51,7 +51,8 @@ def run(args) -> int:
     batch = 1 if args.static_batch else 2
     if args.format == "onnx":
         try:
-            used = export_onnx(model, args.out, size=size, opset=DEFAULT_OPSET if args.opset is None else args.opset, batch=batch,
+            opset = DEFAULT_OPSET if args.opset is None else args.opset
+            used = export_onnx(model, args.out, size=size, opset=opset, batch=batch,
                                dynamic_batch=not args.static_batch, exporter=args.exporter,
                                log=lambda line: print(line, file=sys.stderr))
         except RuntimeError as exc:
