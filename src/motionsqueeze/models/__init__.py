@@ -1,7 +1,8 @@
 """Backbones, the video recogniser, the registry, cost counting, weights in and out."""
 
 from .complexity import Complexity, count_parameters, measure_complexity
-from .recognizer import ModelConfig, VideoRecognizer, build_model
+from .recognizer import CustomRecognizer, ModelConfig, VideoRecognizer, build_model
+from .mobilenetv2 import MobileNetV2, mobilenet_v2
 from .registry import create_model, list_models, model_config, register_model
 from .resnet import STAGE_NAMES, BasicBlock, Bottleneck, ResNet, resnet
 from .weights import (
@@ -18,6 +19,9 @@ from .export import export_onnx, export_program
 __all__ = [
     "ModelConfig",
     "VideoRecognizer",
+    "CustomRecognizer",
+    "MobileNetV2",
+    "mobilenet_v2",
     "build_model",
     "create_model",
     "list_models",

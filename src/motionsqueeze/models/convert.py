@@ -19,6 +19,20 @@ The official TSM code wraps each block's ``conv1`` in its shift module
 (``module.base_model.layerX.Y.conv1.net.weight`` -> ``backbone.layerX.Y.conv1.weight``) and
 uses a Linear ``module.new_fc`` (or ``module.base_model.fc`` when dropout was 0).
 
+Its MobileNetV2 (``archs/mobilenet_v2.py``, width 1.0, for ``tsm_mbv2``) keeps each
+block's branch as one flat Sequential (conv, BN, ReLU6, conv, BN, ReLU6, conv, BN) and
+wraps the first conv of residual blocks in the shift; torchvision nests each conv + BN:
+
+==========================================================  =================================
+official TSM MobileNetV2                                     ours
+==========================================================  =================================
+``module.base_model.features.{0,18}.{0,1}.*``                ``backbone.features.{0,18}.{0,1}.*``
+``module.base_model.features.1.conv.{0,1,3,4}.*``            ``...features.1.conv.{0.0,0.1,1,2}.*``
+``module.base_model.features.i.conv.{0,1,3,4,6,7}.*``        ``...features.i.conv.{0.0,0.1,1.0,1.1,2,3}.*``
+(``conv.0.net.*`` where the shift wraps it)
+``module.new_fc.*`` or ``module.base_model.classifier.*``    ``fc.*``
+==========================================================  =================================
+
 A bare state dict and keys without ``module.`` are accepted too. Nothing is guessed: a key
 that has no place in the chosen architecture, or a tensor of the wrong shape, is reported
 with a hint, and nothing is written.
@@ -49,12 +63,17 @@ __all__ = ["SOURCES", "Conversion", "convert_state_dict", "load_official", "conv
 
 SOURCES = ("official-ms", "official-tsm")
 
-_BACKBONE = re.compile(r"^base_model\.((?:conv1|bn1|layer[1-4])\..*)$")
+_BACKBONE = re.compile(r"^base_model\.((?:conv1|bn1|layer[1-4]|features)\..*)$")
+_TSM_MBV2_BRANCH = re.compile(r"^features\.(\d+)\.conv\.(\d+)\.(?:net\.)?([^.]+)$")
+# Flat index in the official TSM MobileNetV2 block -> torchvision's nested index; the first
+# block (expansion 1) has no expansion conv.
+_TSM_MBV2_FIRST = {0: "0.0", 1: "0.1", 3: "1", 4: "2"}
+_TSM_MBV2_EXPAND = {0: "0.0", 1: "0.1", 3: "1.0", 4: "1.1", 6: "2", 7: "3"}
 _TSM_CONV1 = re.compile(r"^(layer[1-4]\.\d+\.conv1)\.net\.(.*)$")
 _MS = re.compile(r"^base_model\.((?:chnl_reduction|flow_refinement)\..*)$")
 _CLASSIFIER = {
     "official-ms": ("new_fc.", "base_model.fc1."),
-    "official-tsm": ("new_fc.", "base_model.fc."),
+    "official-tsm": ("new_fc.", "base_model.fc.", "base_model.classifier."),
 }
 # Keys of the authors' ResNet that hold parameters but are never used in forward().
 _UNUSED = {"official-ms": re.compile(r"^base_model\.bn2\."), "official-tsm": None}
@@ -93,6 +112,17 @@ class Conversion:
         if self.dropped:
             text += f"; dropped {len(self.dropped)} unused ({', '.join(sorted({_stem(k) for k in self.dropped}))})"
         return text
+
+
+def _tsm_mobilenet_key(rest: str) -> str | None:
+    """``features.i.conv.j[.net].p`` of the official TSM MobileNetV2 -> torchvision's key
+    (``None`` when it has no place there); other ``features.*`` keys are the same."""
+    m = _TSM_MBV2_BRANCH.match(rest)
+    if m is None:
+        return rest if re.match(r"^features\.(\d+)\.[01]\.[^.]+$", rest) else None
+    block, flat, param = int(m.group(1)), int(m.group(2)), m.group(3)
+    nested = (_TSM_MBV2_FIRST if block == 1 else _TSM_MBV2_EXPAND).get(flat)
+    return None if nested is None else f"features.{block}.conv.{nested}.{param}"
 
 
 def _stem(key: str) -> str:
@@ -143,7 +173,12 @@ def convert_state_dict(checkpoint: Mapping[str, Any], source: str) -> Conversion
             conv.state_dict[name] = value.squeeze(-1) if value.dim() == 3 else value
         elif (m := _BACKBONE.match(key)) is not None:
             rest = m.group(1)
-            if source == "official-tsm":
+            if rest.startswith("features."):
+                rest = _tsm_mobilenet_key(rest) if source == "official-tsm" else None
+                if rest is None:
+                    conv.unexpected.append(key)
+                    continue
+            elif source == "official-tsm":
                 rest = _TSM_CONV1.sub(r"\1.\2", rest)
             elif _TSM_CONV1.match(rest):
                 conv.unexpected.append(key)
@@ -214,7 +249,7 @@ def load_official(
         )
     if conv.num_classes is None:
         names = _CLASSIFIER[source]
-        raise ValueError(f"{where}: no classifier found (expected {names[0]}weight or {names[1]}weight)")
+        raise ValueError(f"{where}: no classifier found (expected {' or '.join(n + 'weight' for n in names)})")
     model = create_model(arch, num_classes=conv.num_classes, num_segments=num_segments, **overrides)
     mismatch = compare_keys(model.state_dict(), conv.state_dict)
     if mismatch:

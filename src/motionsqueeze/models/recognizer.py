@@ -1,8 +1,8 @@
 """Video recogniser: TSN, TSM and MSNet are one network with two switches.
 
-``(N, T, 3, H, W)`` clips are folded to ``(N*T, 3, H, W)`` frames, run through a ResNet
-(temporal shift in every residual block when ``temporal_shift``; MotionSqueeze after each
-stage listed in ``motion_stages``), pooled, passed through dropout and a linear classifier
+``(N, T, 3, H, W)`` clips are folded to ``(N*T, 3, H, W)`` frames, run through a 2D
+backbone (ResNet or MobileNetV2; temporal shift in its residual blocks when
+``temporal_shift``; MotionSqueeze after each stage listed in ``motion_stages``), pooled, passed through dropout and a linear classifier
 per frame, and the T frame logits are averaged ("avg consensus").
 
 * TSN: no shift, no MotionSqueeze.
@@ -14,13 +14,19 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field, fields
+from typing import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from ..layers import MotionSqueeze, TemporalShift
+from .mobilenetv2 import mobilenet_v2
 from .resnet import RESNET_DEPTHS, STAGE_NAMES, resnet
 
-__all__ = ["ModelConfig", "VideoRecognizer", "build_model"]
+__all__ = ["ModelConfig", "VideoRecognizer", "CustomRecognizer", "build_model", "BACKBONES"]
+
+# Backbone families a ModelConfig can name; both name their stages res2..res5.
+BACKBONES = ("resnet", "mobilenet_v2")
 
 
 @dataclass
@@ -28,10 +34,13 @@ class ModelConfig:
     """Everything needed to rebuild a recogniser (stored in checkpoints).
 
     Backbone:
-        depth: ResNet depth (10, 18, 34, 50, 101).
+        backbone: ``"resnet"`` (default) or ``"mobilenet_v2"``.
+        depth: ResNet depth (10, 18, 34, 50, 101); ignored for MobileNetV2.
         widths: base widths of res2..res5; ``None`` for the standard (64, 128, 256, 512).
         layers: residual blocks per stage; ``None`` for the depth's standard counts.
         stem_width: channels of the stem; ``None`` for ``widths[0]``.
+        width_mult: MobileNetV2 width multiplier (1.0 default; 0.5 for the ``*_050``
+            variants); ignored for ResNets.
     Video:
         num_classes: classifier outputs.
         num_segments: T, frames per clip (every input must have exactly T frames).
@@ -49,10 +58,12 @@ class ModelConfig:
         backend: displacement implementation (``"auto"``, ``"reference"``, ``"triton"``).
     """
 
+    backbone: str = "resnet"
     depth: int = 50
     widths: tuple[int, ...] | None = None
     layers: tuple[int, ...] | None = None
     stem_width: int | None = None
+    width_mult: float = 1.0
     num_classes: int = 174
     num_segments: int = 8
     temporal_shift: bool = True
@@ -74,6 +85,10 @@ class ModelConfig:
                 value = (value,)
             if value is not None:
                 setattr(self, name, tuple(value))
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {list(BACKBONES)}, got {self.backbone!r}")
+        if not self.width_mult > 0:
+            raise ValueError(f"width_mult must be positive, got {self.width_mult}")
         if self.depth not in RESNET_DEPTHS:
             raise ValueError(f"depth must be one of {sorted(RESNET_DEPTHS)}, got {self.depth}")
         unknown = [s for s in self.motion_stages if s not in STAGE_NAMES]
@@ -104,42 +119,57 @@ class ModelConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
+def _motion_squeeze(channels: int, c: ModelConfig) -> MotionSqueeze:
+    """The MotionSqueeze module a config asks for, on a map of ``channels`` channels."""
+    return MotionSqueeze(
+        channels,
+        reduced_channels=c.reduced_channels,
+        patch_size=c.patch_size,
+        sigma=c.sigma,
+        temperature=c.temperature,
+        num_segments=c.num_segments,
+        last_frame=c.last_frame,
+        transform_channels=c.transform_channels,
+        backend=c.backend,
+    )
+
+
 class VideoRecognizer(nn.Module):
-    """Clip classifier over a 2D ResNet; see the module docstring."""
+    """Clip classifier over a 2D backbone; see the module docstring.
+
+    The backbone provides ``forward_stem(x)``, ``stages()`` (``[(name, module)]`` in
+    order), ``stage_channels`` (``{name: C}``), ``num_features`` and ``shift_blocks()``
+    (the blocks whose ``shift`` slot TSM fills).
+    """
+
+    # save_model / load_model can rebuild it from its config alone.
+    rebuildable = True
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
         c = config
-        widths = c.widths or (64, 128, 256, 512)
-        kwargs = {"widths": widths, "stem_width": c.stem_width or widths[0]}
-        if c.layers is not None:
-            kwargs["layers"] = c.layers
-        self.backbone = resnet(c.depth, num_classes=0, **kwargs)
+        if c.backbone == "mobilenet_v2":
+            self.backbone = mobilenet_v2(c.width_mult, num_classes=0)
+        else:
+            widths = c.widths or (64, 128, 256, 512)
+            kwargs = {"widths": widths, "stem_width": c.stem_width or widths[0]}
+            if c.layers is not None:
+                kwargs["layers"] = c.layers
+            self.backbone = resnet(c.depth, num_classes=0, **kwargs)
         self.num_segments = c.num_segments
         if c.temporal_shift:
-            for _, stage in self.backbone.stages():
-                for block in stage:
-                    block.shift = TemporalShift(c.num_segments, c.shift_div)
+            for block in self.backbone.shift_blocks():
+                block.shift = TemporalShift(c.num_segments, c.shift_div)
         self.motion = nn.ModuleDict(
-            {
-                stage: MotionSqueeze(
-                    self.backbone.stage_channels[stage],
-                    reduced_channels=c.reduced_channels,
-                    patch_size=c.patch_size,
-                    sigma=c.sigma,
-                    temperature=c.temperature,
-                    num_segments=c.num_segments,
-                    last_frame=c.last_frame,
-                    transform_channels=c.transform_channels,
-                    backend=c.backend,
-                )
-                for stage in c.motion_stages
-            }
+            {stage: _motion_squeeze(self.backbone.stage_channels[stage], c) for stage in c.motion_stages}
         )
-        self.num_features = self.backbone.num_features
-        self.dropout = nn.Dropout(c.dropout)
-        self.fc = nn.Linear(self.num_features, c.num_classes)
+        self._init_head(self.backbone.num_features)
+
+    def _init_head(self, num_features: int) -> None:
+        self.num_features = num_features
+        self.dropout = nn.Dropout(self.config.dropout)
+        self.fc = nn.Linear(num_features, self.config.num_classes)
         nn.init.normal_(self.fc.weight, 0, 0.001)
         nn.init.zeros_(self.fc.bias)
 
@@ -206,3 +236,133 @@ class VideoRecognizer(nn.Module):
 
 def build_model(config: ModelConfig) -> VideoRecognizer:
     return VideoRecognizer(config)
+
+
+class CustomRecognizer(VideoRecognizer):
+    """A user's own 2D CNN as a TSN / TSM / MSNet video recogniser.
+
+    ``backbone`` maps frames ``(B, 3, H, W)`` to feature maps ``(B, C, h, w)`` (drop its
+    image classifier first). The recogniser folds clips ``(N, T, 3, H, W)`` into
+    ``N*T`` frames, runs the backbone, and adds the same head as the built-in models
+    (average pool, dropout, linear per frame, average over T). Two lists of module paths
+    (names from ``backbone.named_modules()``, e.g. ``"layer2"`` or ``"blocks.3.conv1"``)
+    say where time enters:
+
+    * ``motion_after``: a MotionSqueeze module is added to the output of each of these
+      modules (``F + M``, as after res3 of the paper's ResNet); its width is found by
+      running one probe clip of ``probe_size`` pixels through the backbone;
+    * ``shift_before``: the input of each of these modules is temporally shifted. Name
+      the first layer of a residual *branch* (TSM's residual shift keeps the identity
+      path unshifted), e.g. ``conv1`` of each block.
+
+    Both act through forward hooks, so the backbone's own code and parameter names are
+    untouched (ImageNet weights load into ``model.backbone`` as they are) and
+    ``torch.compile`` traces them. MotionSqueeze modules live in ``model.motion`` under
+    the path with ``.`` replaced by ``_``. Other :class:`ModelConfig` fields
+    (``patch_size``, ``reduced_channels``, ``shift_div``, ``dropout``, ...) are keywords.
+
+    ``save_model`` cannot rebuild user code from a file: save ``model.state_dict()`` and
+    rebuild with the same code.
+    """
+
+    rebuildable = False
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        *,
+        num_classes: int,
+        num_segments: int,
+        motion_after: Sequence[str] = (),
+        shift_before: Sequence[str] = (),
+        probe_size: int = 64,
+        **options,
+    ):
+        nn.Module.__init__(self)
+        motion_after, shift_before = tuple(motion_after), tuple(shift_before)
+        self.config = ModelConfig().replace(
+            num_classes=num_classes, num_segments=num_segments, temporal_shift=bool(shift_before),
+            motion_stages=(), **options,
+        )
+        self.backbone = backbone
+        self.num_segments = num_segments
+        self.motion_after, self.shift_before = motion_after, shift_before
+        modules = dict(backbone.named_modules())
+        for kind, paths in (("motion_after", motion_after), ("shift_before", shift_before)):
+            unknown = [p for p in paths if p not in modules or p == ""]
+            if unknown or len(set(paths)) != len(paths):
+                examples = [n for n in modules if n][:6]
+                raise ValueError(
+                    f"{kind} must name distinct sub-modules of the backbone by their path in "
+                    f"backbone.named_modules(); {unknown or list(paths)} are not, e.g. {examples}"
+                )
+        channels, num_features = self._probe(motion_after, probe_size)
+        self.motion = nn.ModuleDict({_key(p): _motion_squeeze(channels[p], self.config) for p in motion_after})
+        self.shift = TemporalShift(num_segments, self.config.shift_div)
+        self._fields: dict[str, Tensor] | None = None
+        for p in shift_before:
+            modules[p].register_forward_pre_hook(self._shift_input)
+        for p in motion_after:
+            modules[p].register_forward_hook(self._motion_hook(_key(p)))
+        self._init_head(num_features)
+
+    def _probe(self, paths: tuple[str, ...], size: int) -> tuple[dict[str, int], int]:
+        """Channels at ``paths`` and of the backbone output, from one probe clip."""
+        seen: dict[str, int] = {}
+        modules = dict(self.backbone.named_modules())
+
+        def record(path):
+            def hook(module, inputs, out):
+                if not isinstance(out, Tensor) or out.dim() != 4:
+                    raise ValueError(f"motion_after: {path!r} returns {type(out).__name__} "
+                                     f"{tuple(getattr(out, 'shape', ()))}, not (B, C, h, w) feature maps")
+                seen[path] = out.shape[1]
+            return hook
+
+        handles = [modules[p].register_forward_hook(record(p)) for p in paths]
+        modes = [(m, m.training) for m in self.backbone.modules()]
+        param = next(self.backbone.parameters(), None)
+        try:
+            self.backbone.eval()  # BatchNorm statistics stay untouched
+            clip = torch.zeros(self.num_segments, 3, size, size,
+                               device=None if param is None else param.device,
+                               dtype=None if param is None else param.dtype)
+            with torch.no_grad():
+                out = self.backbone(clip)
+        finally:
+            for h in handles:
+                h.remove()
+            for m, training in modes:
+                m.training = training
+        if not isinstance(out, Tensor) or out.dim() != 4:
+            raise ValueError(f"the backbone must return feature maps (B, C, h, w); it returned "
+                             f"{type(out).__name__} {tuple(getattr(out, 'shape', ()))} (remove its classifier)")
+        return seen, out.shape[1]
+
+    def _shift_input(self, module: nn.Module, args: tuple) -> tuple:
+        return (self.shift(args[0]),) + tuple(args[1:])
+
+    def _motion_hook(self, key: str):
+        def hook(module: nn.Module, inputs: tuple, out: Tensor) -> Tensor:
+            if self._fields is not None:
+                out, self._fields[key] = self.motion[key].forward_with_field(out)
+                return out
+            return self.motion[key](out)
+        return hook
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.backbone(self._fold(x))
+
+    def motion_fields(self, x: Tensor) -> dict[str, Tensor]:
+        """As :meth:`VideoRecognizer.motion_fields`, keyed like ``model.motion``; runs the
+        whole backbone."""
+        self._fields = {}
+        try:
+            self.forward_features(x)
+            return self._fields
+        finally:
+            self._fields = None
+
+
+def _key(path: str) -> str:
+    return path.replace(".", "_")

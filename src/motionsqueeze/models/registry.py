@@ -36,6 +36,12 @@ for _family, _fields in _FAMILIES.items():
     register_model(
         f"{_family}_tiny", depth=10, widths=(16, 32, 64, 128), reduced_channels=32, **_fields
     )
+    # MobileNetV2 (torchvision layout) at width 1.0 and 0.5; MotionSqueeze after res3
+    # (stride 8, 32 or 16 channels) matches frames at the stage's own width.
+    register_model(f"{_family}_mbv2", backbone="mobilenet_v2", reduced_channels=32, **_fields)
+    register_model(
+        f"{_family}_mbv2_050", backbone="mobilenet_v2", width_mult=0.5, reduced_channels=16, **_fields
+    )
 
 
 def list_models(pattern: str = "*") -> list[str]:

@@ -140,6 +140,10 @@ class ResNet(nn.Module):
         """``[("res2", layer1), ..., ("res5", layer4)]``."""
         return [(name, getattr(self, f"layer{i + 1}")) for i, name in enumerate(STAGE_NAMES)]
 
+    def shift_blocks(self) -> list[nn.Module]:
+        """Blocks whose ``shift`` slot TSM fills: every residual block."""
+        return [block for _, stage in self.stages() for block in stage]
+
     def forward_stem(self, x: Tensor) -> Tensor:
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))
 

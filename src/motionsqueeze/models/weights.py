@@ -6,7 +6,7 @@
   file that would run code while loading is refused, never executed. The format is told
   by the first bytes, not the suffix. Every failure is a :class:`WeightsFileError` (a
   ``ValueError``) that names the file.
-* :func:`load_pretrained_backbone` copies an ImageNet ResNet in torchvision's layout into
+* :func:`load_pretrained_backbone` copies an ImageNet ResNet or MobileNetV2 in torchvision's layout into
   the backbone of a :class:`~motionsqueeze.models.VideoRecognizer` (``create_model(...,
   pretrained=path)``) and says what was loaded and what kept its initialisation.
 * :func:`save_model` / :func:`load_model`: one ``.safetensors`` file holding the weights
@@ -306,8 +306,12 @@ def describe_resnet(state_dict: Mapping[str, Tensor], prefix: str = "") -> str:
     """Name the ResNet a torchvision-layout state dict holds, e.g. ``"ResNet-50"``.
 
     Used to explain a depth mismatch; returns a description of the blocks when the layout
-    is not a standard depth.
+    is not a standard depth. A MobileNetV2 state dict (``features.0.0.weight``) is named
+    with its width instead.
     """
+    stem = state_dict.get(f"{prefix}features.0.0.weight")
+    if stem is not None:
+        return f"MobileNetV2 (stem width {stem.shape[0]}, width multiplier {stem.shape[0] / 32:g})"
     blocks = []
     for stage in range(1, 5):
         pattern = re.compile(rf"^{re.escape(prefix)}layer{stage}\.(\d+)\.")
@@ -412,11 +416,13 @@ def load_pretrained_backbone(
     *,
     log: Callable[[str], None] | None = print,
 ) -> PretrainedReport:
-    """Initialise ``model.backbone`` from an ImageNet ResNet file in torchvision's layout.
+    """Initialise ``model.backbone`` from an ImageNet ResNet or MobileNetV2 file in
+    torchvision's layout.
 
     The file (``.pth`` or ``.safetensors``, optionally with a ``module.`` prefix) must hold
-    exactly the backbone's tensors plus, optionally, ``fc.*`` (ignored: the video
-    classifier is new). ``num_batches_tracked`` may be absent (older torchvision files).
+    exactly the backbone's tensors plus, optionally, the ImageNet classifier (``fc.*``, or
+    ``classifier.*`` for MobileNetV2; ignored: the video classifier is new).
+    ``num_batches_tracked`` may be absent (older torchvision files).
     MotionSqueeze modules and the classifier keep their initialisation. Anything else that
     does not match (a missing or extra tensor, a wrong shape, another depth) is refused
     before the model is touched.
@@ -432,7 +438,8 @@ def load_pretrained_backbone(
     path = Path(path)
     state = strip_prefix(load_state_dict_file(path), "module.")
     target = model.backbone.state_dict()
-    ignored = sorted(k for k in state if k.startswith("fc."))
+    # fc.* is a ResNet's ImageNet classifier, classifier.* a MobileNetV2's.
+    ignored = sorted(k for k in state if k.startswith(("fc.", "classifier.")))
     mismatch = compare_keys(target, {k: v for k, v in state.items() if k not in ignored})
     if mismatch:
         found, expected = describe_resnet(state), _model_resnet_name(model)
@@ -544,6 +551,9 @@ def save_model(
     model = _unwrap(model)
     if not isinstance(model, VideoRecognizer):
         raise ValueError(f"save_model expects a VideoRecognizer, got {type(model).__name__}")
+    if not model.rebuildable:
+        raise ValueError(f"a {type(model).__name__} holds user code that a file cannot rebuild; "
+                         f"save model.state_dict() and rebuild the model with the same code")
     config: ModelConfig = model.config
     if class_names is not None:
         class_names = [str(c) for c in class_names]
