@@ -15,3 +15,11 @@ def test_throughput_script_prints_its_tables():
     assert "training step, 2 clips of 32x32" in out and "single-clip inference" in out
     assert "MSNet time / TSM time" in out
     assert out.count("| msnet_tiny |") == 2 * 2 + 2 * 2  # train + inference rows, then the two ratio tables
+
+
+def test_backbones_script_prints_its_table():
+    cmd = [sys.executable, str(BENCH / "backbones.py"), "--backbones", "tiny", "--size", "32", "--frames", "2",
+           "--rounds", "1", "--warmup", "0"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True).stdout
+    assert "1 clip of 2x32x32, fp32" in out and "MSNet / TSM" in out
+    assert out.count("| tiny ") == 1

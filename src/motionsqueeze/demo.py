@@ -1,7 +1,9 @@
 """``motionsqueeze demo``: TSN vs TSM vs MSNet on the built-in synthetic motion set, on the CPU.
 
-The three models share one small backbone (ResNet-10 at a quarter width, ``*_tiny``) and
-one recipe (the bundled ``synthetic`` recipe); they differ only in temporal modelling. Since
+The three default models share one small backbone (ResNet-10 at a quarter width,
+``*_tiny``) and one recipe (the bundled ``synthetic`` recipe); they differ only in temporal
+modelling. ``models`` may name any registered variants (e.g. ``tsn_mbv2_050`` and
+``msnet_mbv2_050``); the picture of the motion field uses the first ``msnet*`` one. Since
 a single frame of the synthetic set carries no class information, TSN stays near chance,
 and the gap to TSM and MSNet measures what temporal modelling and explicit motion add.
 

@@ -18,7 +18,7 @@ def add_parser(sub):
     p.add_argument("source", choices=["official-ms", "official-tsm"], help="which code saved the checkpoint")
     p.add_argument("input", help="checkpoint file (.pth / .pth.tar / .safetensors)")
     p.add_argument("output", help="model file to write (.safetensors)")
-    p.add_argument("--arch", required=True, help="registered architecture, e.g. msnet_r50 or tsm_r50")
+    p.add_argument("--arch", required=True, help="registered architecture, e.g. msnet_r50, tsm_r50 or tsm_mbv2 (official TSM MobileNetV2)")
     p.add_argument("--num-segments", type=int, required=True,
                    help="frames per clip T the checkpoint was trained with (not stored in it)")
     p.add_argument("--class-names", metavar="FILE",

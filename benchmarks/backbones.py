@@ -1,0 +1,84 @@
+"""Single-clip CPU inference of TSM and MSNet on MobileNetV2, ResNet-18 and ResNet-50.
+
+One clip of T frames (8x224x224 by default), eval mode, no gradients, fp32, on the CPU with
+a fixed number of torch threads (2 by default, the CI machine). Rounds are interleaved: each
+round times every model once, in the same order, so that a change in machine load touches
+all models alike; the table gives each model's median over the rounds and MSNet's median
+over TSM's for every backbone.
+
+Usage (nothing is asserted; the table is printed at the end)::
+
+    python benchmarks/backbones.py                            # mbv2, r18, r50 at 8x224x224
+    python benchmarks/backbones.py --backbones mbv2_050,mbv2 --rounds 5
+    python benchmarks/backbones.py --size 64 --frames 2 --rounds 1   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+from common import environment, print_table
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--backbones", default="mbv2,r18,r50",
+                   help="comma-separated suffixes of registered tsm_* / msnet_* models (default mbv2,r18,r50)")
+    p.add_argument("--frames", type=int, default=8, help="frames per clip (default 8)")
+    p.add_argument("--size", type=int, default=224, help="frame height and width in pixels (default 224)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--rounds", type=int, default=5, help="timed rounds, each timing every model once (default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs per model before the rounds (default 1)")
+    p.add_argument("--classes", type=int, default=174, help="classifier outputs (default 174)")
+    return p.parse_args(argv)
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    import torch
+
+    from motionsqueeze import create_model
+
+    torch.set_num_threads(args.threads)
+    names = [f"{family}_{b}" for b in args.backbones.split(",") for family in ("tsm", "msnet")]
+    torch.manual_seed(0)
+    models = {n: create_model(n, num_classes=args.classes, num_segments=args.frames).eval() for n in names}
+    clip = torch.randn(1, args.frames, 3, args.size, args.size)
+    with torch.no_grad():
+        for n in names:
+            for _ in range(args.warmup):
+                models[n](clip)
+        times = {n: [] for n in names}
+        for _ in range(args.rounds):
+            for n in names:
+                t0 = time.perf_counter()
+                models[n](clip)
+                times[n].append((time.perf_counter() - t0) * 1e3)
+    median = {n: statistics.median(t) for n, t in times.items()}
+    print(f"\nsingle-clip inference, 1 clip of {args.frames}x{args.size}x{args.size}, fp32, eval, "
+          f"{args.threads} torch threads, median of {args.rounds} interleaved rounds")
+    print(f"{_cpu_name()} ({os.cpu_count()} cores), {environment('cpu')}\n")
+    rows = []
+    for b in args.backbones.split(","):
+        tsm, ms = median[f"tsm_{b}"], median[f"msnet_{b}"]
+        rows.append([b, f"{tsm:.1f}", f"{ms:.1f}", f"{ms / tsm:.3f}"])
+    print_table(["backbone", "TSM (ms)", "MSNet (ms)", "MSNet / TSM"], rows)
+
+
+if __name__ == "__main__":
+    main()
