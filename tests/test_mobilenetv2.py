@@ -534,3 +534,15 @@ def test_torch_compile_has_no_graph_breaks(name):
     compiled = torch.compile(model, fullgraph=True, backend="eager")  # fullgraph: a break is an error
     with torch.no_grad():
         torch.testing.assert_close(compiled(clips), model(clips))
+
+
+def test_model_file_rebuilds_the_mobilenet_variant(tmp_path):
+    from motionsqueeze import load_model, save_model
+
+    model = random_weights_(create_model("msnet_mbv2_050", num_classes=4, num_segments=2), seed=4).eval()
+    path = save_model(model, tmp_path / "m.safetensors", input_size=64)
+    loaded = load_model(path)
+    assert loaded.config.backbone == "mobilenet_v2" and loaded.config.width_mult == 0.5
+    clips = torch.randn(1, 2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(clips), model(clips))
