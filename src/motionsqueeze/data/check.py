@@ -266,8 +266,8 @@ class Fingerprint:
             fr += f" ({bad} unreadable)" if bad else ""
             lines.append(f"{s:<8}{items:>8}  {fr:<24}{self.item_hash[s]:<18}{self.label_hash[s]}")
         labels = sorted({lab for k in splits for lab in self.per_class[k]})
-        width = max([len(self._name(lab)) for lab in labels] + [5])
-        lines.append("items per class: " + " ".join(f"{s:>6}" for s in splits))
+        width = max([len(self._name(lab)) for lab in labels] + [13])
+        lines.append(f"{'items per class':<{width + 2}} " + " ".join(f"{s:>6}" for s in splits))
         for lab in labels:
             lines.append(f"  {self._name(lab):<{width}} " + " ".join(f"{self.per_class[s].get(lab, 0):>6}"
                                                                   for s in splits))
