@@ -106,14 +106,16 @@ def test_seeded_split_is_repeatable_and_keeps_groups_together(tmp_path, clips):
     assert prepare_folder(str(root), val_fraction=0.4, group="zzz", workers=1).ungrouped == 30
 
 
-def test_split_subtrees_and_frame_folders(tmp_path):
+def test_split_subtrees_and_frame_folders(tmp_path, capsys):
     root, out = tmp_path / "frames", tmp_path / "lists"
     frames = synthetic_frames(6, 16, 16)
     for split, n in (("train", 2), ("val", 1), ("test", 1)):
         for cls in ("jump", "sit"):
             for k in range(n):
                 write_frame_folder(root / split / cls / f"{cls}{k}", frames[: 4 + k], template="img_{:04d}.jpg")
+    write_frame_folder(root / "extras" / "x", frames, template="img_{:04d}.jpg")
     assert main(["prepare", "folder", "--root", str(root), "--out", str(out)]) == 0
+    assert "extras/ (a folder beside the split folders" in capsys.readouterr().out
     data = yaml.safe_load((out / "data.yaml").read_text())
     assert data["format"] == "frames" and data["template"] == "img_{:04d}.jpg" and data["start_index"] == 1
     assert _lines(out / "train.txt") == ["train/jump/jump0 4 0", "train/jump/jump1 5 0",
@@ -139,6 +141,10 @@ def test_folder_errors_name_the_problem(tmp_path, clips, capsys):
     os.makedirs(tmp_path / "nothing" / "a")
     assert main(["prepare", "folder", "--root", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
     assert "no videos or frame folders found in class folders" in capsys.readouterr().err
+    _put(tmp_path / "broken" / "a" / "x.mp4", "not a video")
+    assert main(["prepare", "folder", "--root", str(tmp_path / "broken"), "--out", str(tmp_path / "o")]) == 2
+    assert "none of the 1 clips can be read, e.g. " in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "o")                   # nothing half-written
     assert main(["prepare", "csv", "--out", str(tmp_path / "o")]) == 2
     assert "prepare csv needs the table" in capsys.readouterr().err
 

@@ -15,7 +15,8 @@ def add_parser(sub):
         "docs/datasets.md) and write classes.txt, one list per split, missing_<split>.txt for "
         "annotated items not on disk, and data.yaml (the data section of a recipe). With "
         "--extract-frames, also decode every video into JPEG folders, in parallel and "
-        "resumably: finished videos are skipped on a rerun.",
+        "resumably: finished videos are skipped on a rerun. 'folder' (one folder per class below --root) and "
+        "'csv FILE' (path,label[,split]) prepare your own videos and also write recipe.yaml.",
     )
     p.add_argument("dataset", choices=DATASET_NAMES + CUSTOM)
     p.add_argument("table", nargs="?", default=None, metavar="FILE",

@@ -160,9 +160,11 @@ def prepare_folder(root: str, *, val_fraction: float = 0.2, test_fraction: float
                                 f"put every split's class folders under its own sub-folder, or rename {cls!r}")
             classes.add(cls)
             _walk_class(root, f"{sub}/{cls}" if sub else cls, cls, split, items, ignored)
-    for f in os.listdir(root):
+    for f in sorted(os.listdir(root)):
         if os.path.isfile(os.path.join(root, f)) and not f.startswith("."):
             ignored.append(f + (" (a video outside any class folder)" if _is_video(f) else ""))
+        elif trees and f not in trees.values() and not f.startswith("."):
+            ignored.append(f + "/ (a folder beside the split folders " + ", ".join(trees.values()) + ")")
     if not items:
         raise DataError(f"{root}: no videos or frame folders found in class folders; expected "
                         f"ROOT/<class>/<clip>.mp4 or ROOT/<class>/<clip>/00001.jpg; {DOCS}", "missing")
@@ -285,19 +287,28 @@ def _assemble(items: list[_Item], root: str, dataset: str, names: list[str], val
                         "or keep only the videos", "malformed")
     fmt = kinds.pop()
     template, start = "{:05d}.jpg", 1
+    unnumbered = {}
     if fmt == "frames":
         found = {}
         for it in items:
-            key = _frame_template(os.path.join(root, it.path))
-            found.setdefault(key, it.path)
+            try:
+                found.setdefault(_frame_template(os.path.join(root, it.path)), it.path)
+            except DataError as exc:
+                unnumbered[it.path] = str(exc)
+        items = [it for it in items if it.path not in unnumbered]
         if len(found) > 1:
             (a, pa), (b, pb) = list(found.items())[:2]
             raise DataError(f"{root}: frame folders are numbered differently ({pa!r}: {a[0]!r} from {a[1]}, "
                             f"{pb!r}: {b[0]!r} from {b[1]}); rename the frames so that all folders agree",
                             "malformed")
-        template, start = next(iter(found))
+        if found:
+            template, start = next(iter(found))
     counts, rejected = _probe(root, items, template, start, workers, progress)
+    rejected.update(unnumbered)
     good = [it for it in items if it.path not in rejected]
+    if not good:
+        raise DataError(f"{root}: none of the {len(rejected)} clips can be read, e.g. "
+                        f"{next(iter(rejected.values()))}", "unreadable")
     used = {it.label for it in good}
     classes = sorted((n for n in names if n in used), key=_class_sort_key(names))
     out = CustomPrepared(dataset, classes, {}, fmt, root, template=template, start_index=start,
