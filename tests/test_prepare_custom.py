@@ -268,3 +268,19 @@ def test_fingerprint_agrees_across_storage_and_shows_differences(tmp_path, clips
     row = next(t for t in text.splitlines() if t.startswith("relabelled"))
     assert fv["item_hash"]["train"] in row and fv["label_hash"]["train"] not in row
     assert "9/10/10" in row and "8-15 " in text and "#" in text
+
+
+def test_fingerprint_of_frame_lists_reads_no_files_and_ignores_unicode_form(tmp_path):
+    import unicodedata
+
+    from motionsqueeze.data.check import fingerprint
+
+    nfc = "café crème/clip 1"
+    _put(tmp_path / "a.txt", f"{nfc}\t3\t0\nx/y\t40\t1\n")
+    _put(tmp_path / "b.txt", f"{unicodedata.normalize('NFD', nfc)}\t3\t0\nelsewhere/y\t40\t1\n")
+    a, b = fingerprint(str(tmp_path / "a.txt")), fingerprint(str(tmp_path / "b.txt"))
+    assert a.item_hash["a"] == b.item_hash["b"] and a.label_hash["a"] == b.label_hash["b"]
+    assert a.frames == {"a": [3, 40]} and a.unreadable == {"a": 0}
+    _put(tmp_path / "c.txt", f"{nfc}\t3\t0\nx/z\t40\t1\n")
+    assert fingerprint(str(tmp_path / "c.txt")).item_hash["c"] != a.item_hash["a"]
+    assert "2-3 " in a.format_text() and "32-63 " in a.format_text()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -289,13 +290,14 @@ class Fingerprint:
 
 
 def _item_id(path: str) -> str:
-    name = os.path.basename(os.path.normpath(path.replace("\\", "/")))
+    # NFC: a name copied through macOS (decomposed accents) must hash like the original.
+    name = unicodedata.normalize("NFC", os.path.basename(os.path.normpath(path.replace("\\", "/"))))
     stem, ext = os.path.splitext(name)
     return stem if ext.lower() in VIDEO_EXTENSIONS else name
 
 
 def _label_name(names: list[str] | None, label: int) -> str:
-    return names[label] if names and 0 <= label < len(names) else str(label)
+    return unicodedata.normalize("NFC", names[label]) if names and 0 <= label < len(names) else str(label)
 
 
 def _digest(lines: list[str]) -> str:
