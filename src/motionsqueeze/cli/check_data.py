@@ -33,6 +33,11 @@ def add_parser(sub):
     p.add_argument("--write-good", metavar="FILE", default=None,
                    help="also write the entries without problems to FILE, a list of the same format")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.add_argument("--fingerprint", action="store_true",
+                   help="instead of checking, print a short summary to compare two copies of a dataset: "
+                   "items per split and class, frame-count histogram, hashes of the sorted item ids. "
+                   "LIST may then be a data.yaml written by prepare (all its splits) or a recipe")
+    p.add_argument("--json", action="store_true", help="with --fingerprint: print it as JSON")
     return p
 
 
@@ -44,6 +49,8 @@ def run(args) -> int:
 
     if args.workers < 1 or args.min_frames < 0:
         raise ValueError("--workers must be >= 1 and --min-frames >= 0")
+    if args.fingerprint:
+        return _fingerprint(args)
     report = check_list(
         args.list, args.root, fmt=args.format, template=args.template, start_index=args.start_index,
         class_names=args.classes, num_classes=args.num_classes, min_frames=args.min_frames,
@@ -57,3 +64,15 @@ def run(args) -> int:
         print(f"wrote {n} good entries to {args.write_good}")
     print(report.summary())
     return 1 if report.problems else 0
+
+
+def _fingerprint(args) -> int:
+    import json
+    import sys
+
+    from ..data.check import fingerprint
+
+    fp = fingerprint(args.list, args.root or None, fmt=args.format, class_names=args.classes,
+                     workers=args.workers, progress=sys.stderr.isatty() and not args.quiet)
+    print(json.dumps(fp.to_dict(), ensure_ascii=False) if args.json else fp.format_text())
+    return 0

@@ -7,7 +7,8 @@
   normalisation, on uint8 clips;
 * :mod:`.datasets`: :func:`build_dataset` and :func:`collate_clips`;
 * :mod:`.config`: :class:`DataConfig`;
-* :mod:`.prepare` and :mod:`.check`: the ``prepare`` and ``check-data`` commands.
+* :mod:`.prepare` and :mod:`.check`: the ``prepare`` and ``check-data`` commands;
+  :mod:`.prepare_custom`: ``prepare folder`` and ``prepare csv`` (your own videos).
 
 See ``docs/datasets.md`` for the datasets' layouts and the exact rules.
 """

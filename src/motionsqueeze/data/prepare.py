@@ -103,22 +103,29 @@ def _class_index(names: list[str], name: str, where: str) -> int:
 _SS_FLIP = {"flip": "direction-aware", "flip_direction": "skip"}
 
 
-def _ss_splits(annotations: str, version: str, ext: str):
-    """``(split, file)`` of the Something-Something split files; the test file is optional."""
+def _ss_splits(annotations: str, version: str, ext: str, prefix: str = "something-something"):
+    """``(split, file)`` of the Something-Something (or Jester) split files; the test file is optional."""
     for split, suffix in (("train", "train"), ("val", "validation"), ("test", "test")):
-        path = _find(annotations, f"something-something-{version}-{suffix}.{ext}", required=split != "test")
+        path = _find(annotations, f"{prefix}-{version}-{suffix}.{ext}", required=split != "test")
         if path is not None:
             yield split, path
 
 
 def prepare_sthv1(root: str, annotations: str | None = None, workers: int = 8) -> Prepared:
     """Something-Something V1: JPEG folders ``<id>/00001.jpg`` and ``id;class`` CSV files."""
+    return _prepare_20bn_frames("sthv1", "something-something", root, annotations, workers, dict(_SS_FLIP))
+
+
+def _prepare_20bn_frames(dataset: str, prefix: str, root: str, annotations: str | None, workers: int,
+                         config: dict) -> Prepared:
+    """The V1 layout of Something-Something and Jester: ``20bn-<prefix>-v1/<id>/00001.jpg``,
+    ``<prefix>-v1-labels.csv`` and ``id;class`` split files; classes sorted by name."""
     _check_root(root)
     ann = annotations or root
-    names = sorted(t for _, t in _lines(_find(ann, "something-something-v1-labels.csv")))
-    frames_root = _subdir(root, "20bn-something-something-v1")
-    out = Prepared("sthv1", names, {}, "frames", frames_root, config=dict(_SS_FLIP))
-    for split, path in _ss_splits(ann, "v1", "csv"):
+    names = sorted(t for _, t in _lines(_find(ann, f"{prefix}-v1-labels.csv")))
+    frames_root = _subdir(root, f"20bn-{prefix}-v1")
+    out = Prepared(dataset, names, {}, "frames", frames_root, config=config)
+    for split, path in _ss_splits(ann, "v1", "csv", prefix):
         rows = []
         for i, text in _lines(path):
             vid, _, cls = text.partition(";")
@@ -451,3 +458,59 @@ def write_prepared(prepared: Prepared, out: str) -> list[str]:
         yaml.safe_dump(config, f, sort_keys=False)
     written.append(path)
     return written
+
+
+# --------------------------------------------------------------------------- Jester, Diving48
+# Added after the paper's five datasets; registered in DATASETS below.
+
+# Jester's mirror classes ("Swiping Left" <-> "Swiping Right", "Sliding Two Fingers Left" <->
+# "... Right", "Turning Hand Clockwise" <-> "... Counterclockwise") are found from the names
+# (``transforms.direction_partners``); a mirrored clip of one is a true clip of the other, so
+# they are flipped and relabelled. Every other gesture looks the same mirrored.
+_JESTER_FLIP = {"flip": "direction-aware", "flip_direction": "swap"}
+
+
+def prepare_jester(root: str, annotations: str | None = None, workers: int = 8) -> Prepared:
+    """Jester V1: JPEG folders ``20bn-jester-v1/<id>/00001.jpg`` and ``id;class`` CSV files
+    (``jester-v1-labels.csv``, ``-train.csv``, ``-validation.csv``, ``-test.csv``), the
+    layout of Something-Something V1; classes sorted by name (TSM's order)."""
+    return _prepare_20bn_frames("jester", "jester", root, annotations, workers, dict(_JESTER_FLIP))
+
+
+def prepare_diving48(root: str, annotations: str | None = None, workers: int = 8) -> Prepared:
+    """Diving48 (V2 labels): ``rgb/<vid_name>.mp4``, ``Diving48_vocab.json`` (48 lists of four
+    words: take-off, somersaults, twists, flight position) and ``Diving48_V2_train.json`` /
+    ``Diving48_V2_test.json`` (objects with ``vid_name``, ``label``, ``start_frame``,
+    ``end_frame``). A class is named by its four words joined with spaces, in vocabulary
+    order; the official test split is written as ``val`` (papers report on it)."""
+    _check_root(root)
+    ann = annotations or root
+    vocab_file = _find(ann, "Diving48_vocab.json")
+    vocab = read_json(vocab_file)
+    if not isinstance(vocab, list) or not all(isinstance(v, list) and v and all(isinstance(w, str) for w in v)
+                                              for v in vocab):
+        raise DataError(f"{vocab_file}: expected a list of word lists such as [\"Back\", \"15som\", "
+                        f"\"05Twis\", \"FREE\"]", "malformed")
+    names = [" ".join(v) for v in vocab]
+    videos = _subdir(root, "rgb")
+    present = set(os.listdir(videos))
+    out = Prepared("diving48", names, {}, "video", videos)
+    for split, file in (("train", "Diving48_V2_train.json"), ("val", "Diving48_V2_test.json")):
+        path = _find(ann, file)
+        rows = []
+        for k, item in enumerate(read_json(path)):
+            try:
+                vid, label = str(item["vid_name"]), item["label"]
+            except (KeyError, TypeError):
+                raise DataError(f"{path} item {k}: expected an object with 'vid_name' and 'label', "
+                                f"got {item!r:.80}", "malformed") from None
+            if not isinstance(label, int) or not 0 <= label < len(names):
+                raise DataError(f"{path} item {k}: label {label!r} is not a class index of {vocab_file} "
+                                f"(0..{len(names) - 1})", "mislabelled")
+            rows.append((f"{vid}.mp4", label))
+        out.splits[split] = [VideoRecord(name, label) for name, label in rows if name in present]
+        out.missing[split] = [name for name, _ in rows if name not in present]
+    return out
+
+
+DATASETS.update(jester=prepare_jester, diving48=prepare_diving48)

@@ -188,13 +188,17 @@ def normalize_clip(clip: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Seq
 # --------------------------------------------------------------------------- flipping
 
 
-_SIDE = re.compile(r"\b(left|right)\b", re.IGNORECASE)
+# Words a horizontal mirror exchanges: sides, and the sense of a rotation (a mirrored
+# clockwise turn is counterclockwise; Jester's "Turning Hand Clockwise"/"Counterclockwise").
+_MIRROR_WORDS = {"left": "right", "right": "left", "clockwise": "counterclockwise",
+                 "counterclockwise": "clockwise", "anticlockwise": "clockwise"}
+_SIDE = re.compile(r"\b(" + "|".join(_MIRROR_WORDS) + r")\b", re.IGNORECASE)
 
 
 def _swap_sides(name: str) -> str:
     def swap(m: re.Match) -> str:
         word = m.group(0)
-        new = "right" if word.lower() == "left" else "left"
+        new = _MIRROR_WORDS[word.lower()]
         return new.capitalize() if word[0].isupper() else new
     return _SIDE.sub(swap, name)
 
@@ -202,9 +206,11 @@ def _swap_sides(name: str) -> str:
 def direction_partners(class_names: Sequence[str]) -> dict[int, int]:
     """Direction-dependent classes and their mirror classes, found from the names.
 
-    A class is direction-dependent when its name contains the word "left" or "right" and
-    the list also holds its mirror: the name with "left" and "right" exchanged ("Pushing
-    something from left to right" <-> "Pushing something from right to left"). Requiring the
+    A class is direction-dependent when its name contains the word "left" or "right" (or
+    "clockwise", "counterclockwise", "anticlockwise") and the list also holds its mirror: the
+    name with "left" and "right" (clockwise and counterclockwise) exchanged ("Pushing
+    something from left to right" <-> "Pushing something from right to left"; Jester's
+    "Turning Hand Clockwise" <-> "Turning Hand Counterclockwise"). Requiring the
     mirror leaves out names such as "... pulling it right out ...", and on the sorted
     Something-Something V1 names gives exactly the authors' classes 86, 87, 93, 94, 166, 167.
     """
@@ -214,6 +220,8 @@ def direction_partners(class_names: Sequence[str]) -> dict[int, int]:
         mirror = index.get(_swap_sides(name).strip().lower()) if _SIDE.search(name) else None
         if mirror is not None and mirror != i:
             out[i] = mirror
+    for i, mirror in list(out.items()):  # "anticlockwise" -> "clockwise" -> "counterclockwise"
+        out.setdefault(mirror, i)
     return out
 
 
