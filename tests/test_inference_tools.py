@@ -63,3 +63,60 @@ def test_selftest_cli_prints_a_verdict_and_json(capsys, no_triton):
     assert main(["selftest", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["passed"] is True and doc["dtype"] == "float32" and len(doc["checks"]) == 4
+
+
+# ---------------------------------------------------------------- fuse
+
+def _eval_output(folder, logits, labels, fusion="logits"):
+    """What ``motionsqueeze eval`` writes, for scores chosen by the test."""
+    from motionsqueeze.engine.metrics import classification_report, write_report
+
+    scores = logits.softmax(1) if fusion == "softmax" else logits
+    report = classification_report(scores, labels, scores.shape[1])
+    write_report(folder, report, ["push", "pull", "spin"], {"fusion": fusion, "clips": 1, "crops": 1},
+                 scores.numpy(), labels.numpy(), torch.arange(len(labels)).numpy())
+    return folder
+
+
+# Model A is right and sure on videos 0-1 and barely wrong on 2-3; model B the other way round,
+# so each alone scores 50 % and their probability mean 100 %.
+LABELS = torch.tensor([0, 1, 2, 0])
+LOGITS_A = torch.tensor([[5.0, 0, 0], [0, 5, 0], [0, 0.2, 0], [0, 0.2, 0]])
+LOGITS_B = torch.tensor([[0, 0.1, 0], [0.1, 0, 0], [0, 0, 5], [5, 0, 0]])
+
+
+def test_fuse_reports_the_ensemble_metrics_and_per_model_rows(tmp_path, capsys):
+    a = _eval_output(tmp_path / "a", LOGITS_A, LABELS)
+    b = _eval_output(tmp_path / "b", LOGITS_B, LABELS, fusion="softmax")  # probabilities, too
+    assert main(["fuse", str(a), str(b / "scores.npz"), "--out", str(tmp_path / "f")]) == 0
+    out = capsys.readouterr().out
+    assert "fused (softmax)" in out and "100.00" in out
+    metrics = json.loads((tmp_path / "f" / "metrics.json").read_text())
+    assert metrics["top1"] == 100.0 and metrics["count"] == 4 and metrics["fusion"] == "softmax"
+    assert [r["top1"] for r in metrics["inputs"]] == [50.0, 50.0]
+    lines = (tmp_path / "f" / "per_class.csv").read_text().splitlines()
+    assert lines[0] == "class_index,class_name,videos,accuracy" and lines[1] == "0,push,2,100.00"
+    assert (tmp_path / "f" / "confusion.png").stat().st_size > 0
+
+
+def test_fuse_weights_and_logit_fusion(tmp_path):
+    from motionsqueeze.engine.ensemble import fuse_evaluations, load_eval_scores
+
+    evals = [load_eval_scores(_eval_output(tmp_path / n, x, LABELS)) for n, x in (("a", LOGITS_A), ("b", LOGITS_B))]
+    # Weight 0 on B gives A's probabilities; logits fusion is the weighted mean of logits.
+    torch.testing.assert_close(fuse_evaluations(evals, [1, 0]), LOGITS_A.double().softmax(1))
+    torch.testing.assert_close(fuse_evaluations(evals, [3, 1], "logits"), (3 * LOGITS_A + LOGITS_B).double() / 4)
+    evals[1].probabilities = True
+    with pytest.raises(ValueError, match="hold probabilities"):
+        fuse_evaluations(evals, None, "logits")
+
+
+def test_fuse_refuses_evaluations_of_different_items(tmp_path, capsys):
+    a = _eval_output(tmp_path / "a", LOGITS_A, LABELS)
+    b = _eval_output(tmp_path / "b", LOGITS_B[:3], LABELS[:3])
+    assert main(["fuse", str(a), str(b)]) == 2
+    assert "cover different items" in capsys.readouterr().err
+    assert main(["fuse", str(a), str(a), "--weights", "1,x"]) == 2
+    assert "--weights must be comma-separated numbers" in capsys.readouterr().err
+    assert main(["fuse", str(a), str(tmp_path / "none")]) == 2
+    assert "does not exist" in capsys.readouterr().err

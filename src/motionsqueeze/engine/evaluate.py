@@ -140,17 +140,13 @@ def evaluate_checkpoint(cfg, checkpoint, split: str = "val", out_dir=None, clips
 
     Files in ``out_dir``: ``metrics.json`` (top-1, top-5, mean class accuracy, views, fusion),
     ``per_class.csv`` (class, videos, accuracy), ``confusion.png`` and ``scores.npz``
-    (``scores`` (N, K) fused, ``labels``, ``indices`` into the list).
+    (``scores`` (N, K) fused, ``labels``, ``indices`` into the list, ``class_names``).
     """
-    import csv
-    import json
     from pathlib import Path
-
-    import numpy as np
 
     from .data import build_split, class_names_of, is_synthetic, with_views
     from .distributed import cleanup_distributed, init_distributed
-    from .metrics import plot_confusion
+    from .metrics import write_report
 
     info = init_distributed(cfg.train.device)
     finished = False
@@ -175,21 +171,10 @@ def evaluate_checkpoint(cfg, checkpoint, split: str = "val", out_dir=None, clips
             raise ValueError(f"the {split} list has no labels; use `motionsqueeze predict` for unlabelled videos")
         report = classification_report(res.scores[labelled], res.labels[labelled], len(class_names))
         if info.is_main and out_dir is not None:
-            out = Path(out_dir)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "metrics.json").write_text(json.dumps(
-                {**report.summary(), "clips": views[0], "crops": views[1], "fusion": cfg.eval.fusion,
-                 "split": split, "checkpoint": str(checkpoint)}, indent=2))
-            with open(out / "per_class.csv", "w", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(["class_index", "class_name", "videos", "accuracy"])
-                totals = report.confusion.sum(1)
-                for i, name in enumerate(class_names):
-                    acc = report.per_class_acc[i]
-                    w.writerow([i, name, int(totals[i]), "" if acc is None else f"{acc:.2f}"])
-            plot_confusion(report.confusion, class_names, out / "confusion.png", title=f"{Path(checkpoint).name} on {split}")
-            np.savez_compressed(out / "scores.npz", scores=res.scores.numpy(), labels=res.labels.numpy(),
-                                indices=res.indices.numpy())
+            write_report(out_dir, report, class_names,
+                         {"clips": views[0], "crops": views[1], "fusion": cfg.eval.fusion, "split": split,
+                          "checkpoint": str(checkpoint)}, res.scores.numpy(), res.labels.numpy(),
+                         res.indices.numpy(), title=f"{Path(checkpoint).name} on {split}")
         finished = True
         return report
     finally:

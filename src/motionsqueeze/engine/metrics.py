@@ -8,22 +8,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["fuse_views", "topk_accuracy", "confusion_matrix", "ClassificationReport", "classification_report", "plot_confusion"]
+__all__ = ["fuse_views", "write_report", "topk_accuracy", "confusion_matrix", "ClassificationReport", "classification_report", "plot_confusion"]
 
 
-def fuse_views(logits: torch.Tensor, fusion: str = "logits") -> torch.Tensor:
+def fuse_views(logits: torch.Tensor, fusion: str = "logits", weights=None) -> torch.Tensor:
     """``(N, V, K)`` view scores -> ``(N, K)``.
 
     ``logits``: mean of the views' logits (the TSM / MotionSqueeze test scripts);
     ``softmax``: mean of the views' probabilities. Both rank classes by the returned scores.
+    ``weights``: V non-negative weights of a weighted mean (``None``: equal weights); views
+    may also be the outputs of different models (``motionsqueeze fuse``).
     """
     if logits.dim() != 3:
         raise ValueError(f"expected view scores of shape (N, V, K), got {tuple(logits.shape)}")
-    if fusion == "logits":
-        return logits.mean(dim=1)
-    if fusion == "softmax":
-        return logits.softmax(dim=-1).mean(dim=1)
-    raise ValueError(f"fusion must be 'logits' or 'softmax', got {fusion!r}")
+    if fusion not in ("logits", "softmax"):
+        raise ValueError(f"fusion must be 'logits' or 'softmax', got {fusion!r}")
+    scores = logits.softmax(dim=-1) if fusion == "softmax" else logits
+    if weights is None:
+        return scores.mean(dim=1)
+    w = torch.as_tensor(weights, dtype=scores.dtype, device=scores.device)
+    if w.shape != (logits.shape[1],) or (w < 0).any() or not w.sum() > 0:
+        raise ValueError(f"weights must be {logits.shape[1]} non-negative numbers, not all zero; got {list(weights)}")
+    return (scores * (w / w.sum())[None, :, None]).sum(dim=1)
 
 
 def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> dict[int, float]:
@@ -69,6 +75,29 @@ def classification_report(scores: torch.Tensor, labels: torch.Tensor, num_classe
         top1=acc[1], top5=acc[5], mean_class_acc=float(np.mean(present)) if present else 0.0,
         per_class_acc=per_class, confusion=cm, count=len(labels),
     )
+
+
+def write_report(out: str | Path, report: ClassificationReport, class_names: list[str], meta: dict,
+                 scores, labels, indices, title: str = "") -> None:
+    """The files of an evaluation in folder ``out``: ``metrics.json`` (the summary and ``meta``),
+    ``per_class.csv`` (class_index, class_name, videos, accuracy), ``confusion.png`` and
+    ``scores.npz`` (``scores`` (N, K), ``labels``, ``indices`` into the list, ``class_names``)."""
+    import csv
+    import json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps({**report.summary(), **meta}, indent=2))
+    with open(out / "per_class.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["class_index", "class_name", "videos", "accuracy"])
+        totals = report.confusion.sum(1)
+        for i, name in enumerate(class_names):
+            acc = report.per_class_acc[i]
+            w.writerow([i, name, int(totals[i]), "" if acc is None else f"{acc:.2f}"])
+    plot_confusion(report.confusion, class_names, out / "confusion.png", title=title)
+    np.savez_compressed(out / "scores.npz", scores=np.asarray(scores), labels=np.asarray(labels),
+                        indices=np.asarray(indices), class_names=np.asarray(class_names, dtype=str))
 
 
 def plot_confusion(cm: torch.Tensor, class_names: list[str], path: str | Path, title: str = "") -> None:
