@@ -120,3 +120,50 @@ def test_fuse_refuses_evaluations_of_different_items(tmp_path, capsys):
     assert "--weights must be comma-separated numbers" in capsys.readouterr().err
     assert main(["fuse", str(a), str(tmp_path / "none")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- test_segments
+
+def _saved_model(path, arch="msnet_tiny", frames=4, size=32):
+    from motionsqueeze.data.synthetic import SYNTHETIC_CLASSES
+    from motionsqueeze.models import create_model, save_model
+
+    torch.manual_seed(0)
+    model = create_model(arch, num_classes=len(SYNTHETIC_CLASSES), num_segments=frames, patch_size=5)
+    torch.nn.init.normal_(model.fc.weight)
+    return save_model(model.eval(), path, class_names=SYNTHETIC_CLASSES, input_size=size,
+                      extra={"resize": None}), model
+
+
+def test_load_model_at_another_frame_count_equals_a_model_built_for_it(tmp_path):
+    from motionsqueeze.models import create_model, load_model
+
+    path, trained = _saved_model(tmp_path / "m.safetensors")
+    model = load_model(path, test_segments=6)
+    assert model.num_segments == 6 and model.preprocess["num_segments"] == 6 and model.config.num_segments == 6
+    fresh = create_model("msnet_tiny", num_classes=trained.num_classes, num_segments=6, patch_size=5)
+    fresh.load_state_dict(trained.state_dict())
+    x = torch.randn(2, 6, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), fresh.eval()(x))
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        load_model(path, test_segments=1)
+
+
+def test_eval_and_predict_with_test_segments(tmp_path, capsys):
+    import numpy as np
+
+    from video_factory import encode_video, synthetic_frames
+
+    path, _ = _saved_model(tmp_path / "m.safetensors")
+    common = ["eval", "synthetic", "--checkpoint", str(path), "--set", "data.val_clips=3", "--set", "data.size=32",
+              "--set", "data.num_segments=4"]
+    assert main([*common, "--test-segments", "6", "--out", str(tmp_path / "e")]) == 0
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert metrics["num_segments"] == 6 and metrics["count"] == 3
+    assert np.load(tmp_path / "e" / "scores.npz")["scores"].shape == (3, 8)
+    video = tmp_path / "v.mp4"
+    encode_video(video, synthetic_frames(12))
+    capsys.readouterr()
+    assert main(["predict", str(path), str(video), "--test-segments", "6", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["predictions"]) == 5

@@ -14,6 +14,8 @@ def add_parser(sub):
     p.add_argument("--checkpoint", required=True, help="model file (.safetensors) or training checkpoint (.pt)")
     p.add_argument("--clips", type=int, default=None, help="temporal clips per video (default: the recipe's data.test_num_clips)")
     p.add_argument("--crops", type=int, choices=(1, 3), default=None, help="spatial crops per clip (default: data.test_num_crops)")
+    p.add_argument("--test-segments", type=int, default=None,
+                   help="frames per clip to test at (TSM's test_segments; default: the trained count)")
     p.add_argument("--fusion", choices=("logits", "softmax"), default=None,
                    help="fuse views by the mean of logits or of softmax probabilities (default: eval.fusion)")
     p.add_argument("--split", choices=("val", "test"), default="val", help="which list to evaluate (default val)")
@@ -40,7 +42,8 @@ def run(args) -> int:
     if args.workers is not None:
         cfg.train.workers = args.workers
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / f"eval-{args.split}"
-    report = evaluate_checkpoint(cfg, args.checkpoint, split=args.split, out_dir=out, clips=args.clips, crops=args.crops)
+    report = evaluate_checkpoint(cfg, args.checkpoint, split=args.split, out_dir=out, clips=args.clips, crops=args.crops,
+                                 test_segments=args.test_segments)
     print(f"{report.count} videos ({args.split}), fusion {cfg.eval.fusion}; details in {out / 'metrics.json'}")
     print(f"top-1 {report.top1:.2f}   top-5 {report.top5:.2f}   mean class accuracy {report.mean_class_acc:.2f}")
     print(f"results in {out}")

@@ -18,6 +18,8 @@ def add_parser(sub):
     p.add_argument("--json", action="store_true", help="print one JSON object per input")
     p.add_argument("--template", default="{:05d}.jpg", help="frame file names of folders (default {:05d}.jpg)")
     p.add_argument("--start-index", type=int, default=1, help="number of the first frame file (default 1)")
+    p.add_argument("--test-segments", type=int, default=None,
+                   help="frames per clip to test at (TSM's test_segments; default: the trained count)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     return p
 
@@ -30,7 +32,7 @@ def run(args) -> int:
     if args.topk < 1:
         raise ValueError(f"--topk must be at least 1, got {args.topk}")
     check_device(args.device, "--device")
-    model, _ = load_trained_model(args.checkpoint)
+    model, _ = load_trained_model(args.checkpoint, test_segments=args.test_segments)
     for source in args.inputs:
         top = predict_video(model, source, topk=args.topk, template=args.template,
                             start_index=args.start_index, device=args.device)

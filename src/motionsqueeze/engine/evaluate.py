@@ -94,10 +94,11 @@ def run_evaluation(model, dataset, info: DistInfo, cfg, class_names, amp="none",
     return classification_report(res.scores[labelled], res.labels[labelled], len(class_names))
 
 
-def load_trained_model(path, map_location="cpu") -> tuple[nn.Module, list[str] | None]:
+def load_trained_model(path, map_location="cpu", test_segments: int | None = None) -> tuple[nn.Module, list[str] | None]:
     """A model from a model file (``.safetensors``, see ``motionsqueeze.load_model``) or from
     a training checkpoint (``.pt``, rebuilt from the config stored in it). Either way the
-    model carries ``class_names``, ``preprocess`` and ``extra`` as ``load_model`` sets them."""
+    model carries ``class_names``, ``preprocess`` and ``extra`` as ``load_model`` sets them.
+    ``test_segments``: frames per clip to run at instead of the trained count."""
     from pathlib import Path
 
     from .checkpoint import load_checkpoint
@@ -108,7 +109,7 @@ def load_trained_model(path, map_location="cpu") -> tuple[nn.Module, list[str] |
     if path.suffix != ".pt":
         from ..models.weights import load_model
 
-        model = load_model(path, map_location=map_location)
+        model = load_model(path, map_location=map_location, test_segments=test_segments)
         return model, getattr(model, "class_names", None)
     from ..models import create_model
 
@@ -129,14 +130,17 @@ def load_trained_model(path, map_location="cpu") -> tuple[nn.Module, list[str] |
     model.preprocess = {"input_size": data.get("crop_size", data.get("size")), "mean": data["mean"],
                         "std": data["std"], "num_segments": data["num_segments"]}
     model.extra = inference_settings(SimpleNamespace(**data))
+    if test_segments is not None:
+        model.set_num_segments(test_segments)
     return model.eval(), names
 
 
 def evaluate_checkpoint(cfg, checkpoint, split: str = "val", out_dir=None, clips: int | None = None,
-                        crops: int | None = None) -> ClassificationReport:
+                        crops: int | None = None, test_segments: int | None = None) -> ClassificationReport:
     """``motionsqueeze eval``: score a split with the test-time views and write the results.
 
-    ``clips`` / ``crops`` replace the recipe's ``data.test_num_clips`` / ``test_num_crops``.
+    ``clips`` / ``crops`` replace the recipe's ``data.test_num_clips`` / ``test_num_crops``;
+    ``test_segments`` the frames per clip of both the data and the model (TSM's test_segments).
 
     Files in ``out_dir``: ``metrics.json`` (top-1, top-5, mean class accuracy, views, fusion),
     ``per_class.csv`` (class, videos, accuracy), ``confusion.png`` and ``scores.npz``
@@ -148,11 +152,15 @@ def evaluate_checkpoint(cfg, checkpoint, split: str = "val", out_dir=None, clips
     from .distributed import cleanup_distributed, init_distributed
     from .metrics import write_report
 
+    if test_segments is not None:
+        import dataclasses
+
+        cfg.data = dataclasses.replace(cfg.data, num_segments=test_segments)
     info = init_distributed(cfg.train.device)
     finished = False
     try:
         class_names = class_names_of(cfg.data)
-        model, model_names = load_trained_model(checkpoint)
+        model, model_names = load_trained_model(checkpoint, test_segments=test_segments)
         if model_names is not None and list(model_names) != list(class_names):
             raise ValueError(
                 f"{checkpoint} was trained on {len(model_names)} classes that differ from the {len(class_names)} "
@@ -172,7 +180,8 @@ def evaluate_checkpoint(cfg, checkpoint, split: str = "val", out_dir=None, clips
         report = classification_report(res.scores[labelled], res.labels[labelled], len(class_names))
         if info.is_main and out_dir is not None:
             write_report(out_dir, report, class_names,
-                         {"clips": views[0], "crops": views[1], "fusion": cfg.eval.fusion, "split": split,
+                         {"clips": views[0], "crops": views[1], "num_segments": model.num_segments,
+                          "fusion": cfg.eval.fusion, "split": split,
                           "checkpoint": str(checkpoint)}, res.scores.numpy(), res.labels.numpy(),
                          res.indices.numpy(), title=f"{Path(checkpoint).name} on {split}")
         finished = True

@@ -227,6 +227,27 @@ class VideoRecognizer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def set_num_segments(self, num_segments: int) -> "VideoRecognizer":
+        """Run at another frame count T than the model was built with (TSM's ``test_segments``).
+
+        No weight depends on T: the temporal shift and MotionSqueeze only regroup the frames,
+        and the classifier averages over them. Updates the config and, when the model carries
+        the ``preprocess`` of a model file, its ``num_segments``, so that clips are sampled
+        with T frames. Returns the model.
+        """
+        config = self.config.replace(num_segments=num_segments)  # checks T >= 1
+        if self.motion and num_segments < 2:
+            raise ValueError(f"MotionSqueeze matches neighbouring frames and needs at least 2 frames, "
+                             f"got test_segments={num_segments}")
+        for module in self.modules():
+            if isinstance(module, (TemporalShift, MotionSqueeze)):
+                module.num_segments = num_segments
+        self.num_segments = num_segments
+        self.config = config
+        if isinstance(getattr(self, "preprocess", None), dict):
+            self.preprocess = {**self.preprocess, "num_segments": num_segments}
+        return self
+
     def reset_classifier(self, num_classes: int) -> None:
         self.fc = nn.Linear(self.num_features, num_classes).to(self.fc.weight.device)
         nn.init.normal_(self.fc.weight, 0, 0.001)

@@ -681,12 +681,14 @@ def _check_model_bounds(path: Path, config: ModelConfig, preprocess: Mapping[str
             refuse(key, getattr(config, key), "a finite number")
 
 
-def load_model(path: str | os.PathLike, map_location="cpu") -> VideoRecognizer:
+def load_model(path: str | os.PathLike, map_location="cpu", test_segments: int | None = None) -> VideoRecognizer:
     """Rebuild a model saved by :func:`save_model`, in eval mode.
 
     Returns a :class:`VideoRecognizer` carrying ``arch`` (registered name or ``None``),
     ``class_names`` (list or ``None``), ``preprocess`` (``input_size``, ``mean``, ``std``,
-    ``num_segments``) and ``extra`` (the dict given to ``save_model``).
+    ``num_segments``) and ``extra`` (the dict given to ``save_model``). ``test_segments``:
+    frames per clip to run at instead of the trained count (TSM's ``test_segments``; see
+    :meth:`VideoRecognizer.set_num_segments`).
     """
     from ..ops import available_backends
 
@@ -722,4 +724,6 @@ def load_model(path: str | os.PathLike, map_location="cpu") -> VideoRecognizer:
     model.class_names = info.get("class_names")
     model.preprocess = dict(info["preprocess"])
     model.extra = dict(info.get("extra") or {})
+    if test_segments is not None:
+        model.set_num_segments(test_segments)
     return model.eval()
