@@ -167,3 +167,88 @@ def test_eval_and_predict_with_test_segments(tmp_path, capsys):
     capsys.readouterr()
     assert main(["predict", str(path), str(video), "--test-segments", "6", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["predictions"]) == 5
+
+
+# ---------------------------------------------------------------- extract-features
+
+@pytest.fixture
+def videos(tmp_path):
+    from video_factory import encode_video, synthetic_frames, write_frame_folder
+
+    folder = tmp_path / "videos"
+    (folder / "sub").mkdir(parents=True)
+    encode_video(folder / "a.mp4", synthetic_frames(12))
+    write_frame_folder(folder / "sub" / "b", synthetic_frames(10))
+    (folder / "sub" / "broken.mp4").write_bytes(b"this is not a video")
+    return folder
+
+
+def test_extract_clip_features_averaged_over_views_skipping_a_broken_input_and_resuming(tmp_path, videos, capsys):
+    import numpy as np
+
+    from motionsqueeze.engine.predict import prepare_video
+    from motionsqueeze.models import load_model
+
+    path, _ = _saved_model(tmp_path / "m.safetensors")
+    out = tmp_path / "feats"
+    args = ["extract-features", str(path), str(videos), "--out", str(out), "--clips", "2", "--crops", "3"]
+    assert main(args) == 1  # one input could not be read
+    captured = capsys.readouterr()
+    assert "2 written, 0 already there, 1 skipped" in captured.out and "broken.mp4" in captured.err
+    feats = np.load(out / "a.mp4.npz")["features"]
+    model = load_model(path)
+    views = prepare_video(model, videos / "a.mp4", clips=2, crops=3)
+    assert views.shape == (6, 4, 3, 32, 32)
+    with torch.no_grad():
+        from motionsqueeze.data.transforms import normalize_clip
+
+        x = normalize_clip(views, model.preprocess["mean"], model.preprocess["std"])
+        want = model.forward_head(model.forward_features(x), pre_logits=True).mean(0)
+    np.testing.assert_allclose(feats, want.numpy(), rtol=1e-5, atol=1e-6)
+    assert (out / "sub" / "b.npz").is_file()
+    index = (out / "index.csv").read_text().splitlines()
+    assert index[0] == "name,source,file,status" and index[1].startswith("a.mp4,") and index[1].endswith(",done")
+    import csv
+
+    rows = {r["name"]: r for r in csv.DictReader(index)}
+    assert rows["sub/broken.mp4"]["status"].startswith("skipped: ") and rows["sub/b"]["file"] == "sub/b.npz"
+
+    # A rerun continues: finished files are kept, only the missing one is computed.
+    (out / "sub" / "b.npz").unlink()
+    stamp = (out / "a.mp4.npz").stat().st_mtime_ns
+    assert main(args) == 1
+    assert "1 written, 1 already there, 1 skipped" in capsys.readouterr().out
+    assert (out / "a.mp4.npz").stat().st_mtime_ns == stamp and (out / "sub" / "b.npz").is_file()
+    # Other settings into the same folder would mix features: refused.
+    assert main([*args[:-4], "--clips", "1"]) == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_extract_frame_features_per_stage_with_motion_fields(tmp_path, videos):
+    from safetensors.numpy import load_file
+
+    from motionsqueeze.data.transforms import normalize_clip
+    from motionsqueeze.engine.predict import prepare_video
+    from motionsqueeze.models import load_model
+
+    path, _ = _saved_model(tmp_path / "m.safetensors")
+    listing = tmp_path / "list.txt"
+    listing.write_text("# inputs\nvideos/a.mp4\n\n")
+    out = tmp_path / "frames"
+    assert main(["extract-features", str(path), "--list", str(listing), "--out", str(out), "--level", "frame",
+                 "--format", "safetensors"]) == 0
+    arrays = load_file(out / "videos" / "a.mp4.safetensors")
+    assert sorted(arrays) == ["motion_res3", "pre_logits", "res2", "res3", "res4", "res5"]
+    assert arrays["res3"].shape == (4, 32, 4, 4) and arrays["pre_logits"].shape == (4, 128)
+    model = load_model(path)
+    x = normalize_clip(prepare_video(model, tmp_path / "videos" / "a.mp4"), model.preprocess["mean"],
+                       model.preprocess["std"])
+    with torch.no_grad():
+        field = model.motion_fields(x)["res3"][0]
+    assert arrays["motion_res3"].shape == (3, 3, 4, 4)
+    torch.testing.assert_close(torch.from_numpy(arrays["motion_res3"]), field)
+    # One array fits a .npy file; several do not.
+    assert main(["extract-features", str(path), str(tmp_path / "videos" / "a.mp4"), "--out", str(tmp_path / "n"),
+                 "--level", "frame", "--stages", "motion_res3", "--format", "npy"]) == 0
+    assert main(["extract-features", str(path), str(tmp_path / "videos" / "a.mp4"), "--out", str(tmp_path / "m"),
+                 "--level", "frame", "--format", "npy"]) == 2

@@ -15,8 +15,11 @@ from torch import nn
 __all__ = ["prepare_video", "predict_video"]
 
 
-def prepare_video(model: nn.Module, source: str | Path, *, template: str = "{:05d}.jpg", start_index: int = 1) -> torch.Tensor:
-    """``(1, T, 3, S, S)`` uint8 clip of ``source`` for ``model`` (see the module docstring)."""
+def prepare_video(model: nn.Module, source: str | Path, *, template: str = "{:05d}.jpg", start_index: int = 1,
+                  clips: int = 1, crops: int = 1) -> torch.Tensor:
+    """``(V, T, 3, S, S)`` uint8 views of ``source`` for ``model`` (see the module docstring):
+    V = ``clips`` evenly spaced clips x ``crops`` (1: centre, 3: along the longer side), as
+    ``eval`` takes them; one view by default."""
     from ..data import open_clip_source
     from ..data.sampling import ClipSampler
     from ..data.transforms import EvalTransform
@@ -31,8 +34,9 @@ def prepare_video(model: nn.Module, source: str | Path, *, template: str = "{:05
     with open_clip_source(source, template=template, start_index=start_index) as reader:
         if reader.num_frames < 1:
             raise ValueError(f"{source}: no frames could be read")
-        frames = reader.read(sampler.even(reader.num_frames, 1)[0])
-    return EvalTransform(resize, size, 1)(frames)  # (1, T, 3, S, S)
+        frames = [reader.read(indices) for indices in sampler.even(reader.num_frames, clips)]
+    transform = EvalTransform(resize, size, crops)
+    return torch.cat([transform(f) for f in frames])  # (clips * crops, T, 3, S, S)
 
 
 @torch.no_grad()

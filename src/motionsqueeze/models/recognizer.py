@@ -216,6 +216,23 @@ class VideoRecognizer(nn.Module):
                 x, fields[name] = self.motion[name].forward_with_field(x)
         return fields
 
+    def forward_stages(self, x: Tensor) -> dict[str, Tensor]:
+        """Per-frame outputs of every stage for clips ``(N, T, 3, H, W)``.
+
+        Returns ``{stage: (N, T, C, h, w)}`` (after MotionSqueeze where one follows the
+        stage), ``{"motion_<stage>": (N, T-1, 3, h, w)}`` (``[u, v, confidence]`` as
+        :meth:`motion_fields`) and ``"pre_logits"``: ``(N, T, C)`` pooled last-stage features.
+        """
+        out: dict[str, Tensor] = {}
+        x = self.backbone.forward_stem(self._fold(x))
+        for name, stage in self.backbone.stages():
+            x = stage(x)
+            if name in self.motion:
+                x, out[f"motion_{name}"] = self.motion[name].forward_with_field(x)
+            out[name] = x.view(-1, self.num_segments, *x.shape[1:])
+        out["pre_logits"] = x.mean(dim=(2, 3)).view(-1, self.num_segments, x.shape[1])
+        return out
+
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """``(N*T, C, h, w)`` -> ``(N, classes)`` logits (or ``(N, C)`` pooled features)."""
         x = x.mean(dim=(2, 3))
