@@ -252,3 +252,76 @@ def test_extract_frame_features_per_stage_with_motion_fields(tmp_path, videos):
                  "--level", "frame", "--stages", "motion_res3", "--format", "npy"]) == 0
     assert main(["extract-features", str(path), str(tmp_path / "videos" / "a.mp4"), "--out", str(tmp_path / "m"),
                  "--level", "frame", "--format", "npy"]) == 2
+
+
+# ---------------------------------------------------------------- sliding-window timeline
+
+class MotionOracle(torch.nn.Module):
+    """A model whose output is known: "moving right" vs "moving left" from the mean horizontal
+    displacement that MotionSqueeze's op finds between neighbouring (pooled) frames."""
+
+    def __init__(self, frames=4):
+        super().__init__()
+        from motionsqueeze.data.synthetic import SYNTHETIC_CLASSES
+
+        self.num_segments = frames
+        self.class_names = SYNTHETIC_CLASSES[:2]
+        self.preprocess = {"input_size": 64, "mean": [0.5] * 3, "std": [0.25] * 3, "num_segments": frames}
+        self.extra = {"resize": None}
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # a device to move to
+
+    def forward(self, x):
+        from motionsqueeze.ops import displacement
+
+        n, t = x.shape[:2]
+        f = torch.nn.functional.avg_pool2d(x.flatten(0, 1), 2).view(n, t, *x.shape[2:3], 32, 32)
+        d = displacement(f[:, :-1].flatten(0, 1), f[:, 1:].flatten(0, 1), patch_size=9, sigma=5.0, normalize=False)
+        u = d[:, 0].reshape(n, -1).mean(1)
+        return torch.stack([u, -u], dim=1) * 100
+
+
+def test_timeline_top_class_changes_where_the_motion_changes(tmp_path, capsys):
+    import numpy as np
+
+    from motionsqueeze.data.synthetic import SyntheticMotionConfig, render_clip
+    from motionsqueeze.engine.timeline import predict_timeline, window_starts
+    from video_factory import write_frame_folder
+
+    assert window_starts(10, 4, 3) == [0, 3, 6] and window_starts(11, 4, 3) == [0, 3, 6, 7] and window_starts(3, 4, 2) == [0]
+    g = torch.Generator().manual_seed(1)
+    config = SyntheticMotionConfig(frames=16, size=64, speed=(2.0, 3.0))
+    right, left = render_clip(0, g, config), render_clip(1, g, config)  # (16, 3, 64, 64) each
+    frames = torch.cat([right, left]).permute(0, 2, 3, 1).numpy()  # 32 frames; the motion turns at frame 16
+    video = write_frame_folder(tmp_path / "turn", np.ascontiguousarray(frames))
+    tl = predict_timeline(MotionOracle(), video, window=8, stride=4)
+    assert [(w.start, w.end) for w in tl.windows] == [(0, 8), (4, 12), (8, 16), (12, 20), (16, 24), (20, 28), (24, 32)]
+    tops = [w.top[0]["class"] for w in tl.windows]
+    assert tops[:3] == ["moving right"] * 3 and tops[-3:] == ["moving left"] * 3
+    segments = tl.segments()
+    assert [s["class"] for s in segments] == ["moving right", "moving left"]
+    # The cut is where the motion turns (frame 16), to within one stride.
+    assert segments[0]["start"] == 0 and segments[1]["end"] == 32
+    assert segments[0]["end"] == segments[1]["start"] and abs(segments[1]["start"] - 16) <= 4
+
+
+def test_predict_window_writes_json_csv_and_an_annotated_video_in_seconds(tmp_path, capsys):
+    from video_factory import decode_all, encode_video, synthetic_frames
+
+    path, _ = _saved_model(tmp_path / "m.safetensors")
+    video = encode_video(tmp_path / "long.mp4", synthetic_frames(30), fps=10)  # 3 s
+    out = tmp_path / "tl"
+    assert main(["predict", str(path), video, "--window", "1", "--stride", "0.5", "--seconds", "--topk", "2",
+                 "--timeline-out", str(out), "--annotate"]) == 0
+    printed = capsys.readouterr().out
+    assert "30 frames, 10 fps; windows of 10 frames every 5" in printed
+    doc = json.loads((out / "long.mp4.json").read_text())
+    assert [(w["start"], w["end"]) for w in doc["windows"]] == [(0, 10), (5, 15), (10, 20), (15, 25), (20, 30)]
+    assert doc["windows"][1]["start_s"] == 0.5 and len(doc["windows"][0]["top"]) == 2 and doc["segments"]
+    rows = (out / "long.mp4.csv").read_text().splitlines()
+    assert rows[0] == "start_frame,end_frame,start_s,end_s,class,probability,top" and len(rows) == 6
+    assert decode_all(out / "long.mp4.annotated.mp4").shape == (30, 32, 32, 3)
+    assert main(["predict", str(path), video, "--window", "1", "--seconds", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["stride"] == 5
+    # Window options without --window are a mistake, not silently ignored.
+    assert main(["predict", str(path), video, "--stride", "3"]) == 2
+    assert "need --window" in capsys.readouterr().err

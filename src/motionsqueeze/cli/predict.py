@@ -20,6 +20,15 @@ def add_parser(sub):
     p.add_argument("--start-index", type=int, default=1, help="number of the first frame file (default 1)")
     p.add_argument("--test-segments", type=int, default=None,
                    help="frames per clip to test at (TSM's test_segments; default: the trained count)")
+    p.add_argument("--window", type=float, default=None,
+                   help="long videos: classify windows of this many frames (seconds with --seconds) and print a "
+                   "timeline of top classes")
+    p.add_argument("--stride", type=float, default=None, help="step between windows (default: half the window)")
+    p.add_argument("--seconds", action="store_true", help="--window and --stride are in seconds, not frames")
+    p.add_argument("--timeline-out", default=None,
+                   help="folder for the timelines: <input name>.json and .csv (default: print only)")
+    p.add_argument("--annotate", action="store_true",
+                   help="with --timeline-out, also write <input name>.annotated.mp4 with the top class on each frame")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     return p
 
@@ -33,6 +42,10 @@ def run(args) -> int:
         raise ValueError(f"--topk must be at least 1, got {args.topk}")
     check_device(args.device, "--device")
     model, _ = load_trained_model(args.checkpoint, test_segments=args.test_segments)
+    if args.window is not None:
+        return _run_timeline(model, args)
+    if args.annotate or args.timeline_out or args.stride is not None:
+        raise ValueError("--stride, --timeline-out and --annotate need --window")
     for source in args.inputs:
         top = predict_video(model, source, topk=args.topk, template=args.template,
                             start_index=args.start_index, device=args.device)
@@ -42,4 +55,33 @@ def run(args) -> int:
         print(source)
         for row in top:
             print(f"  {row['rank']}. {row['class']:<50s} {row['probability'] * 100:6.2f}%")
+    return 0
+
+
+def _run_timeline(model, args) -> int:
+    from pathlib import Path
+
+    from ..engine.timeline import predict_timeline, write_annotated_video, write_timeline
+
+    stride = args.stride if args.stride is not None else (args.window / 2 if args.seconds else max(1, int(args.window) // 2))
+    unit = "seconds" if args.seconds else "frames"
+    for source in args.inputs:
+        tl = predict_timeline(model, source, window=args.window, stride=stride, unit=unit, topk=args.topk,
+                              template=args.template, start_index=args.start_index, device=args.device)
+        if args.json:
+            print(json.dumps(tl.to_dict()))
+        else:
+            rate = f", {tl.fps:g} fps" if tl.fps else ""
+            print(f"{source}  ({tl.num_frames} frames{rate}; windows of {tl.window} frames every {tl.stride})")
+            for seg in tl.segments():
+                when = f"{seg['start'] / tl.fps:7.2f}s - {seg['end'] / tl.fps:7.2f}s" if tl.fps else ""
+                print(f"  frames {seg['start']:>6d} - {seg['end']:>6d}  {when}  {seg['class']}")
+        if args.timeline_out:
+            out = Path(args.timeline_out)
+            name = Path(source).name
+            write_timeline(tl, out / f"{name}.json")
+            write_timeline(tl, out / f"{name}.csv")
+            if args.annotate:
+                write_annotated_video(tl, out / f"{name}.annotated.mp4", template=args.template,
+                                      start_index=args.start_index)
     return 0

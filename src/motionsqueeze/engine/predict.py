@@ -12,15 +12,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["prepare_video", "predict_video"]
+__all__ = ["view_pipeline", "prepare_video", "top_classes", "predict_video"]
 
 
-def prepare_video(model: nn.Module, source: str | Path, *, template: str = "{:05d}.jpg", start_index: int = 1,
-                  clips: int = 1, crops: int = 1) -> torch.Tensor:
-    """``(V, T, 3, S, S)`` uint8 views of ``source`` for ``model`` (see the module docstring):
-    V = ``clips`` evenly spaced clips x ``crops`` (1: centre, 3: along the longer side), as
-    ``eval`` takes them; one view by default."""
-    from ..data import open_clip_source
+def view_pipeline(model: nn.Module, crops: int = 1):
+    """``(ClipSampler, EvalTransform)`` that take clips for ``model`` as its recipe did."""
     from ..data.sampling import ClipSampler
     from ..data.transforms import EvalTransform
 
@@ -31,12 +27,30 @@ def prepare_video(model: nn.Module, source: str | Path, *, template: str = "{:05
     resize = extra["resize"] if "resize" in extra else round(size * 256 / 224)
     resize = tuple(resize) if isinstance(resize, list) else resize
     sampler = ClipSampler(pre["num_segments"], extra.get("sampling", "segment"), extra.get("dense_stride"), extra.get("dense_window", 64))
+    return sampler, EvalTransform(resize, size, crops)
+
+
+def prepare_video(model: nn.Module, source: str | Path, *, template: str = "{:05d}.jpg", start_index: int = 1,
+                  clips: int = 1, crops: int = 1) -> torch.Tensor:
+    """``(V, T, 3, S, S)`` uint8 views of ``source`` for ``model`` (see the module docstring):
+    V = ``clips`` evenly spaced clips x ``crops`` (1: centre, 3: along the longer side), as
+    ``eval`` takes them; one view by default."""
+    from ..data import open_clip_source
+
+    sampler, transform = view_pipeline(model, crops)
     with open_clip_source(source, template=template, start_index=start_index) as reader:
         if reader.num_frames < 1:
             raise ValueError(f"{source}: no frames could be read")
         frames = [reader.read(indices) for indices in sampler.even(reader.num_frames, clips)]
-    transform = EvalTransform(resize, size, crops)
     return torch.cat([transform(f) for f in frames])  # (clips * crops, T, 3, S, S)
+
+
+def top_classes(probs: torch.Tensor, names: list[str] | None, topk: int) -> list[dict]:
+    """``[{"rank", "index", "class", "probability"}]`` of the ``topk`` largest of ``probs`` ``(K,)``."""
+    names = names or [f"class {i}" for i in range(probs.numel())]
+    values, indices = probs.topk(min(topk, probs.numel()))
+    return [{"rank": r + 1, "index": int(i), "class": names[int(i)], "probability": float(v)}
+            for r, (v, i) in enumerate(zip(values, indices))]
 
 
 @torch.no_grad()
@@ -50,8 +64,4 @@ def predict_video(model: nn.Module, source: str | Path, *, topk: int = 5, templa
     model = model.to(device).eval()
     x = normalize_clip(clip.to(device), pre["mean"], pre["std"])
     probs = model(x).float().softmax(dim=1)[0].cpu()
-    k = min(topk, probs.numel())
-    values, indices = probs.topk(k)
-    names = getattr(model, "class_names", None) or [f"class {i}" for i in range(probs.numel())]
-    return [{"rank": r + 1, "index": int(i), "class": names[int(i)], "probability": float(v)}
-            for r, (v, i) in enumerate(zip(values, indices))]
+    return top_classes(probs, getattr(model, "class_names", None), topk)
