@@ -325,3 +325,29 @@ def test_predict_window_writes_json_csv_and_an_annotated_video_in_seconds(tmp_pa
     # Window options without --window are a mistake, not silently ignored.
     assert main(["predict", str(path), video, "--stride", "3"]) == 2
     assert "need --window" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- ONNX with preprocessing
+
+def test_onnx_with_preprocessing_predicts_what_pytorch_predicts(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from video_factory import encode_video, synthetic_frames
+
+    from motionsqueeze.models.export import OnnxRecognizer
+
+    path, _ = _saved_model(tmp_path / "m.safetensors")
+    onnx_file = tmp_path / "m.onnx"
+    assert main(["export", str(path), "--out", str(onnx_file), "--with-preprocessing", "--exporter", "torchscript",
+                 "--opset", "17"]) == 0
+    printed = capsys.readouterr().out
+    assert "uint8 frames (N, 4, 32, 32, 3) -> logits (N, 8)" in printed and "(ok)" in printed
+    runtime = OnnxRecognizer(onnx_file)
+    assert runtime.takes_frames and runtime.input.name == "frames" and runtime.class_names[0] == "moving right"
+    video = encode_video(tmp_path / "v.mp4", synthetic_frames(12))
+    assert main(["predict", str(path), video, "--json", "--topk", "8"]) == 0
+    want = json.loads(capsys.readouterr().out)["predictions"]
+    assert main(["predict", str(onnx_file), video, "--onnx", "--json", "--topk", "8"]) == 0
+    got = json.loads(capsys.readouterr().out)["predictions"]
+    assert [p["class"] for p in got] == [p["class"] for p in want]
+    for g, w in zip(got, want):
+        assert abs(g["probability"] - w["probability"]) < 1e-5

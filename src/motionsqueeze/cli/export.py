@@ -21,6 +21,8 @@ def add_parser(sub):
                    help="ONNX opset (default 18; dynamo writes 18..23, torchscript 7..20)")
     p.add_argument("--exporter", choices=["auto", "dynamo", "torchscript"], default="auto",
                    help="ONNX exporter; auto tries dynamo, then TorchScript (default auto)")
+    p.add_argument("--with-preprocessing", action="store_true",
+                   help="ONNX input: uint8 frames (N, T, H, W, 3) RGB at the input size, normalised inside the graph")
     p.add_argument("--static-batch", action="store_true", help="fix the batch size to 1")
     p.add_argument("--no-check", action="store_true",
                    help="skip the comparison with PyTorch (it runs onnxruntime, which keeps a device id "
@@ -46,6 +48,8 @@ def run(args) -> int:
     )
     from ..models.weights import load_model
 
+    if args.with_preprocessing and args.format != "onnx":
+        raise ValueError("--with-preprocessing is for --format onnx")
     model = load_model(args.checkpoint)
     size = args.size or model.preprocess.get("input_size", 224)
     batch = 1 if args.static_batch else 2
@@ -54,7 +58,8 @@ def run(args) -> int:
             opset = DEFAULT_OPSET if args.opset is None else args.opset
             used = export_onnx(model, args.out, size=size, opset=opset, batch=batch,
                                dynamic_batch=not args.static_batch, exporter=args.exporter,
-                               log=lambda line: print(line, file=sys.stderr))
+                               log=lambda line: print(line, file=sys.stderr),
+                               preprocessing=args.with_preprocessing)
         except RuntimeError as exc:
             print(f"motionsqueeze export: error: {exc}", file=sys.stderr)
             return 1
@@ -64,11 +69,16 @@ def run(args) -> int:
         atomic_write(args.out, lambda f: torch.export.save(program, f))
         how = "torch.export program"
     n = "1" if args.static_batch else "N"
-    print(f"wrote    {args.out} ({how}); clips ({n}, {model.num_segments}, 3, {size}, {size}) -> logits "
-          f"({n}, {model.num_classes})")
+    given = (f"uint8 frames ({n}, {model.num_segments}, {size}, {size}, 3)" if args.with_preprocessing
+             else f"clips ({n}, {model.num_segments}, 3, {size}, {size})")
+    print(f"wrote    {args.out} ({how}); {given} -> logits ({n}, {model.num_classes})")
     if args.no_check:
         return 0
     clips = example_clips(model, size=size, batch=1 if args.static_batch else 3, seed=1)
+    if args.with_preprocessing and args.format == "onnx":
+        gen = torch.Generator().manual_seed(1)
+        clips = torch.randint(0, 256, (clips.shape[0], clips.shape[1], *clips.shape[3:], 3), generator=gen,
+                              dtype=torch.uint8)
     if args.format == "onnx":
         try:
             diff = onnx_max_abs_diff(args.out, model, clips)
@@ -79,6 +89,10 @@ def run(args) -> int:
     else:
         diff = program_max_abs_diff(torch.export.load(args.out), model, clips)
     with export_mode(model):
+        if clips.dtype == torch.uint8:
+            from ..data.transforms import normalize_clip
+
+            clips = normalize_clip(clips.permute(0, 1, 4, 2, 3), model.preprocess["mean"], model.preprocess["std"])
         scale = max(1.0, float(model(clips).abs().max()))
     ok = diff <= 1e-4 * scale
     print(f"check    max |export - PyTorch| on a random clip: {diff:.2e} ({'ok' if ok else 'TOO LARGE'})")

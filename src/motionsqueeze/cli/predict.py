@@ -20,6 +20,8 @@ def add_parser(sub):
     p.add_argument("--start-index", type=int, default=1, help="number of the first frame file (default 1)")
     p.add_argument("--test-segments", type=int, default=None,
                    help="frames per clip to test at (TSM's test_segments; default: the trained count)")
+    p.add_argument("--onnx", action="store_true",
+                   help="CHECKPOINT is an .onnx file written by motionsqueeze export; run it with ONNX Runtime")
     p.add_argument("--window", type=float, default=None,
                    help="long videos: classify windows of this many frames (seconds with --seconds) and print a "
                    "timeline of top classes")
@@ -41,7 +43,14 @@ def run(args) -> int:
     if args.topk < 1:
         raise ValueError(f"--topk must be at least 1, got {args.topk}")
     check_device(args.device, "--device")
-    model, _ = load_trained_model(args.checkpoint, test_segments=args.test_segments)
+    if args.onnx:
+        from ..models.export import OnnxRecognizer
+
+        if args.test_segments is not None or args.window is not None:
+            raise ValueError("--onnx runs the exported graph as it is: --test-segments and --window need the model file")
+        model = OnnxRecognizer(args.checkpoint)
+    else:
+        model, _ = load_trained_model(args.checkpoint, test_segments=args.test_segments)
     if args.window is not None:
         return _run_timeline(model, args)
     if args.annotate or args.timeline_out or args.stride is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["view_pipeline", "prepare_video", "top_classes", "predict_video"]
+__all__ = ["view_pipeline", "prepare_video", "top_classes", "view_logits", "predict_video"]
 
 
 def view_pipeline(model: nn.Module, crops: int = 1):
@@ -54,14 +54,24 @@ def top_classes(probs: torch.Tensor, names: list[str] | None, topk: int) -> list
 
 
 @torch.no_grad()
+def view_logits(model, views: torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Logits ``(V, K)`` of uint8 views ``(V, T, 3, S, S)``: normalised as the model's recipe
+    did, or given as they are to a model that normalises them itself (an ONNX export with
+    preprocessing, :class:`motionsqueeze.models.export.OnnxRecognizer`)."""
+    from ..data.transforms import normalize_clip
+
+    if hasattr(model, "logits_from_frames"):
+        return model.logits_from_frames(views).float()
+    pre = model.preprocess
+    return model(normalize_clip(views.to(device), pre["mean"], pre["std"])).float()
+
+
+@torch.no_grad()
 def predict_video(model: nn.Module, source: str | Path, *, topk: int = 5, template: str = "{:05d}.jpg",
                   start_index: int = 1, device: str | torch.device = "cpu") -> list[dict]:
     """Top-k classes of one video or frame folder: ``[{"rank", "index", "class", "probability"}]``."""
-    from ..data.transforms import normalize_clip
-
     clip = prepare_video(model, source, template=template, start_index=start_index)
-    pre = model.preprocess
-    model = model.to(device).eval()
-    x = normalize_clip(clip.to(device), pre["mean"], pre["std"])
-    probs = model(x).float().softmax(dim=1)[0].cpu()
+    if isinstance(model, nn.Module):
+        model = model.to(device).eval()
+    probs = view_logits(model, clip, device).softmax(dim=1)[0].cpu()
     return top_classes(probs, getattr(model, "class_names", None), topk)

@@ -13,7 +13,10 @@ PyTorch on clips other than the one used for tracing, with another batch size.
 
 The exported graph takes ``clips`` of shape ``(N, T, 3, H, W)`` (float32, normalised RGB,
 T and H, W fixed at export, N free unless ``dynamic_batch=False``) and returns ``logits``
-``(N, classes)``.
+``(N, classes)``. With ``preprocessing=True`` it takes ``frames`` instead: uint8
+``(N, T, H, W, 3)`` RGB as decoders give them (resized and cropped to the input size), and
+normalises them inside the graph with the model's mean and std (:class:`WithPreprocessing`),
+so a deployment cannot get the normalisation wrong.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from ..files import atomic_output
 from .weights import _first_line
 
 __all__ = [
+    "WithPreprocessing",
+    "OnnxRecognizer",
     "export_mode",
     "example_clips",
     "export_program",
@@ -69,6 +74,23 @@ def export_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.backend = backend
         for m, training in modes:
             m.training = training
+
+
+class WithPreprocessing(nn.Module):
+    """uint8 frames ``(N, T, H, W, 3)`` -> logits: the normalisation of
+    :func:`motionsqueeze.data.transforms.normalize_clip` (``(x / 255 - mean) / std``, in that
+    order, so the numbers equal the PyTorch path's), then the model."""
+
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.model = model
+        self.num_segments = model.num_segments
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 1, 3, 1, 1), persistent=False)
+
+    def forward(self, frames: Tensor) -> Tensor:
+        x = frames.permute(0, 1, 4, 2, 3).to(torch.float32) / 255
+        return self.model((x - self.mean) / self.std)
 
 
 def _hw(size: int | Sequence[int]) -> tuple[int, int]:
@@ -146,19 +168,24 @@ def _quiet_exporters():
         logger.setLevel(level)
 
 
+def _input_name(model: nn.Module) -> str:
+    return "frames" if isinstance(model, WithPreprocessing) else "clips"
+
+
 def _export_dynamo(model, clips, path: Path, opset: int, dynamic_batch: bool) -> None:
     torch.onnx.export(
         model, (clips,), str(path), dynamo=True, external_data=False, opset_version=opset,
-        input_names=["clips"], output_names=["logits"], dynamic_shapes=_batch_dim(dynamic_batch),
+        input_names=[_input_name(model)], output_names=["logits"], dynamic_shapes=_batch_dim(dynamic_batch),
         verbose=False,
     )
 
 
 def _export_torchscript(model, clips, path: Path, opset: int, dynamic_batch: bool) -> None:
-    axes = {"clips": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
+    name = _input_name(model)
+    axes = {name: {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
     torch.onnx.export(
         model, (clips,), str(path), dynamo=False, opset_version=opset,
-        input_names=["clips"], output_names=["logits"], dynamic_axes=axes,
+        input_names=[name], output_names=["logits"], dynamic_axes=axes,
     )
 
 
@@ -172,6 +199,7 @@ def _model_info(model: nn.Module, exporter: str) -> dict:
         "config": config.to_dict() if config is not None else None,
         "class_names": getattr(model, "class_names", None),
         "preprocess": getattr(model, "preprocess", None),
+        "extra": getattr(model, "extra", None),
         "exporter": exporter,
     }
 
@@ -203,6 +231,7 @@ def export_onnx(
     dynamic_batch: bool = True,
     exporter: str = "auto",
     log: Callable[[str], None] | None = None,
+    preprocessing: bool = False,
 ) -> str:
     """Write the model as an ONNX file (one file, weights inside).
 
@@ -219,6 +248,8 @@ def export_onnx(
             ``"torchscript"`` (the older tracing exporter), or ``"auto"``: dynamo, and the
             TorchScript exporter if that fails.
         log: receives one line per fallback.
+        preprocessing: take uint8 ``frames`` ``(N, T, H, W, 3)`` and normalise them in the
+            graph with ``model.preprocess`` mean and std (see the module docstring).
 
     Returns:
         The exporter that produced the file (``"dynamo"`` or ``"torchscript"``). The file's
@@ -234,13 +265,24 @@ def export_onnx(
         raise ValueError(f"ONNX opset {opset} cannot be written by the {exporter} exporter; the exporters "
                          f"write opsets {ranges} (default {DEFAULT_OPSET})")
     clips = example_clips(model, frames=frames, size=size, batch=batch)
+    net = model
+    info_extra = {}
+    if preprocessing:
+        pre = getattr(model, "preprocess", None) or {}
+        if "mean" not in pre or "std" not in pre:
+            raise ValueError("preprocessing=True needs the model's mean and std: load it with load_model")
+        net = WithPreprocessing(model, pre["mean"], pre["std"]).to(clips.device)
+        gen = torch.Generator().manual_seed(0)
+        clips = torch.randint(0, 256, (clips.shape[0], clips.shape[1], *clips.shape[3:], 3), generator=gen,
+                              dtype=torch.uint8).to(clips.device)
+        info_extra = {"input": "frames"}
     failures = []
     with atomic_output(path) as tmp:
         for name in order:
             try:
-                with export_mode(model), _quiet_exporters():
-                    _EXPORT_FNS[name](model, clips, tmp, opset, dynamic_batch)
-                _finish_onnx(tmp, _model_info(model, name), opset)
+                with export_mode(net), _quiet_exporters():
+                    _EXPORT_FNS[name](net, clips, tmp, opset, dynamic_batch)
+                _finish_onnx(tmp, {**_model_info(model, name), "input": "clips", **info_extra}, opset)
             except Exception as exc:  # noqa: BLE001 - any exporter failure leads to the fallback
                 failures.append(f"{name}: {type(exc).__name__}: {_first_line(exc)}")
                 if log is not None and name != order[-1]:
@@ -269,14 +311,59 @@ ORT_CACHE_NOTE = ("onnxruntime keeps its own files (a device id) under $XDG_CACH
 def onnx_max_abs_diff(path: str | os.PathLike, model: nn.Module, clips: Tensor) -> float:
     """Largest |ONNX Runtime - PyTorch| over the logits of ``clips`` (needs onnxruntime).
 
+    ``clips`` are float clips for a plain export, uint8 frames ``(N, T, H, W, 3)`` for one
+    with preprocessing (compared with the model on ``normalize_clip`` of them).
     Importing onnxruntime writes its own files outside the output folder (see
     :data:`ORT_CACHE_NOTE`)."""
-    import onnxruntime as ort
+    onnx_model = OnnxRecognizer(path)
+    if onnx_model.takes_frames:
+        from ..data.transforms import normalize_clip
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return _max_abs_diff(
-        lambda x: torch.from_numpy(session.run(None, {"clips": x.detach().cpu().numpy()})[0]), model, clips
-    )
+        pre = model.preprocess
+        with export_mode(model):
+            expected = model(normalize_clip(clips.permute(0, 1, 4, 2, 3), pre["mean"], pre["std"]))
+        return float((onnx_model.run(clips) - expected).abs().max())
+    return _max_abs_diff(onnx_model.run, model, clips)
+
+
+class OnnxRecognizer:
+    """An exported model run by ONNX Runtime, with what ``predict`` needs of a model:
+    ``class_names``, ``preprocess``, ``extra``, ``num_segments`` (from the file's metadata) and
+    :meth:`logits_from_frames`."""
+
+    def __init__(self, path: str | os.PathLike, providers: Sequence[str] = ("CPUExecutionProvider",)):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"ONNX file {self.path} does not exist")
+        try:
+            self.session = ort.InferenceSession(str(path), providers=list(providers))
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise ValueError(f"{path} is not a readable ONNX model ({_first_line(exc)}); export it again "
+                             f"with motionsqueeze export") from None
+        meta = self.session.get_modelmeta().custom_metadata_map.get("motionsqueeze")
+        info = json.loads(meta) if meta else {}
+        self.input = self.session.get_inputs()[0]
+        self.takes_frames = self.input.name == "frames"
+        self.class_names = info.get("class_names")
+        self.preprocess = info.get("preprocess")
+        self.extra = info.get("extra") or {}
+        self.num_segments = (self.preprocess or {}).get("num_segments") or self.input.shape[1]
+
+    def run(self, x: Tensor) -> Tensor:
+        """Logits ``(N, classes)`` of the graph's input (float clips or uint8 frames)."""
+        return torch.from_numpy(self.session.run(None, {self.input.name: x.detach().cpu().numpy()})[0])
+
+    def logits_from_frames(self, views: Tensor) -> Tensor:
+        """Logits of uint8 views ``(V, T, 3, S, S)`` as ``predict`` prepares them."""
+        if self.takes_frames:
+            return self.run(views.permute(0, 1, 3, 4, 2).contiguous())
+        if not self.preprocess:
+            raise ValueError(f"{self.path} holds no preprocessing metadata; export it with motionsqueeze export")
+        from ..data.transforms import normalize_clip
+
+        return self.run(normalize_clip(views, self.preprocess["mean"], self.preprocess["std"]))
 
 
 def program_max_abs_diff(program: torch.export.ExportedProgram, model: nn.Module, clips: Tensor) -> float:
