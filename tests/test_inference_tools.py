@@ -351,3 +351,44 @@ def test_onnx_with_preprocessing_predicts_what_pytorch_predicts(tmp_path, capsys
     assert [p["class"] for p in got] == [p["class"] for p in want]
     for g, w in zip(got, want):
         assert abs(g["probability"] - w["probability"]) < 1e-5
+
+
+# ---------------------------------------------------------------- predict: views, folders, lists, files
+
+def test_predict_fuses_views_like_eval(tmp_path, videos):
+    from motionsqueeze.data.transforms import normalize_clip
+    from motionsqueeze.engine.predict import predict_video, prepare_video
+    from motionsqueeze.models import load_model
+
+    path, _ = _saved_model(tmp_path / "m.safetensors")
+    model = load_model(path)
+    top = predict_video(model, videos / "a.mp4", topk=8, clips=2, crops=3)
+    views = prepare_video(model, videos / "a.mp4", clips=2, crops=3)
+    with torch.no_grad():
+        logits = model(normalize_clip(views, model.preprocess["mean"], model.preprocess["std"]))
+    want = logits.mean(0).softmax(0)
+    assert len({round(float(p), 6) for p in logits.softmax(1)[:, 0]}) > 1  # the views differ
+    for row in top:
+        assert abs(row["probability"] - float(want[row["index"]])) < 1e-6
+    soft = predict_video(model, videos / "a.mp4", topk=8, clips=2, crops=3, fusion="softmax")
+    probs = logits.softmax(1).mean(0)
+    assert all(abs(r["probability"] - float(probs[r["index"]])) < 1e-6 for r in soft)
+
+
+def test_predict_a_folder_and_a_list_into_jsonl_and_csv_skipping_an_unreadable_input(tmp_path, videos, capsys):
+    path, _ = _saved_model(tmp_path / "m.safetensors")
+    out = tmp_path / "pred.jsonl"
+    assert main(["predict", str(path), str(videos), "--clips", "2", "--topk", "2", "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "skipped: " in captured.err and "broken.mp4" in captured.err and "2 of 3 inputs classified" in captured.err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["input"].replace("\\", "/").split("videos/")[1] for r in rows] == ["a.mp4", "sub/b", "sub/broken.mp4"]
+    assert len(rows[0]["predictions"]) == 2 and "error" in rows[2] and "predictions" not in rows[2]
+    listing = tmp_path / "list.txt"
+    listing.write_text("videos/a.mp4\nvideos/missing.mp4\n")
+    csv_out = tmp_path / "pred.csv"
+    assert main(["predict", str(path), "--list", str(listing), "--topk", "3", "--out", str(csv_out)]) == 1
+    lines = csv_out.read_text().splitlines()
+    assert lines[0] == "input,rank,index,class,probability,error" and len(lines) == 5
+    assert lines[1].split(",")[1:3] != ["", ""] and lines[4].split(",")[1:5] == ["", "", "", ""]
+    assert main(["predict", str(path), str(videos / "a.mp4"), "--out", str(tmp_path / "p.txt")]) == 2

@@ -1,8 +1,9 @@
-"""``motionsqueeze predict CHECKPOINT VIDEO_OR_FRAME_DIR``: class names with probabilities."""
+"""``motionsqueeze predict CHECKPOINT INPUTS...``: class names with probabilities."""
 
 from __future__ import annotations
 
 import json
+import sys
 
 
 def add_parser(sub):
@@ -13,7 +14,16 @@ def add_parser(sub):
         "file (.safetensors) or a training checkpoint (.pt); prints the top classes with probabilities.",
     )
     p.add_argument("checkpoint", help="model file (.safetensors) or training checkpoint (.pt)")
-    p.add_argument("inputs", nargs="+", metavar="VIDEO_OR_FRAME_DIR", help="video files or frame folders")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="video files, frame folders, or folders holding them (searched recursively)")
+    p.add_argument("--list", dest="list_file", default=None, help="text file with one input path per line")
+    p.add_argument("--clips", type=int, default=1, help="temporal clips per video, fused as eval fuses them (default 1)")
+    p.add_argument("--crops", type=int, choices=(1, 3), default=1, help="spatial crops per clip (default 1)")
+    p.add_argument("--fusion", choices=("logits", "softmax"), default="logits",
+                   help="fuse views by the mean of logits (default) or of probabilities")
+    p.add_argument("--out", default=None,
+                   help="also write the predictions to FILE.csv (input,rank,index,class,probability,error) or "
+                   "FILE.jsonl (one JSON object per input), line by line as inputs finish")
     p.add_argument("--topk", type=int, default=5, help="classes to show (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON object per input")
     p.add_argument("--template", default="{:05d}.jpg", help="frame file names of folders (default {:05d}.jpg)")
@@ -37,6 +47,7 @@ def add_parser(sub):
 
 def run(args) -> int:
     from ..engine.config import check_device
+    from ..engine.inputs import gather_inputs
     from ..engine.evaluate import load_trained_model
     from ..engine.predict import predict_video
 
@@ -55,16 +66,72 @@ def run(args) -> int:
         return _run_timeline(model, args)
     if args.annotate or args.timeline_out or args.stride is not None:
         raise ValueError("--stride, --timeline-out and --annotate need --window")
-    for source in args.inputs:
-        top = predict_video(model, source, topk=args.topk, template=args.template,
-                            start_index=args.start_index, device=args.device)
-        if args.json:
-            print(json.dumps({"input": source, "predictions": top}))
-            continue
-        print(source)
-        for row in top:
-            print(f"  {row['rank']}. {row['class']:<50s} {row['probability'] * 100:6.2f}%")
-    return 0
+    if args.clips < 1:
+        raise ValueError(f"--clips must be at least 1, got {args.clips}")
+    inputs = [source for source, _ in gather_inputs(args.inputs, args.list_file, template=args.template,
+                                                    start_index=args.start_index)]
+    skipped = 0
+    with _ResultFile(args.out) as results:
+        for source in inputs:
+            try:
+                top = predict_video(model, source, topk=args.topk, template=args.template,
+                                    start_index=args.start_index, device=args.device, clips=args.clips,
+                                    crops=args.crops, fusion=args.fusion)
+            except (ValueError, OSError) as err:  # one unreadable input: report it and go on
+                skipped += 1
+                print(f"skipped: {err}" if source in str(err) else f"skipped {source}: {err}", file=sys.stderr)
+                results.write(source, None, str(err))
+                continue
+            results.write(source, top, None)
+            if args.json:
+                print(json.dumps({"input": source, "predictions": top}))
+                continue
+            print(source)
+            for row in top:
+                print(f"  {row['rank']}. {row['class']:<50s} {row['probability'] * 100:6.2f}%")
+    if skipped:
+        print(f"{len(inputs) - skipped} of {len(inputs)} inputs classified, {skipped} skipped", file=sys.stderr)
+    return 1 if skipped else 0
+
+
+class _ResultFile:
+    """``--out``: predictions appended and flushed per input, so an interruption keeps them."""
+
+    def __init__(self, path):
+        from pathlib import Path
+
+        self.path = Path(path) if path else None
+        if self.path is not None and self.path.suffix not in (".csv", ".jsonl"):
+            raise ValueError(f"--out must end in .csv or .jsonl, got {path}")
+        self.file = None
+
+    def __enter__(self):
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.path, "w", newline="")
+            if self.path.suffix == ".csv":
+                import csv
+
+                self.csv = csv.writer(self.file)
+                self.csv.writerow(["input", "rank", "index", "class", "probability", "error"])
+        return self
+
+    def write(self, source, top, error):
+        if self.file is None:
+            return
+        if self.path.suffix == ".jsonl":
+            row = {"input": source, "predictions": top} if error is None else {"input": source, "error": error}
+            self.file.write(json.dumps(row) + "\n")
+        elif error is not None:
+            self.csv.writerow([source, "", "", "", "", error])
+        else:
+            for r in top:
+                self.csv.writerow([source, r["rank"], r["index"], r["class"], f"{r['probability']:.6f}", ""])
+        self.file.flush()
+
+    def __exit__(self, *exc):
+        if self.file is not None:
+            self.file.close()
 
 
 def _run_timeline(model, args) -> int:
@@ -74,7 +141,9 @@ def _run_timeline(model, args) -> int:
 
     stride = args.stride if args.stride is not None else (args.window / 2 if args.seconds else max(1, int(args.window) // 2))
     unit = "seconds" if args.seconds else "frames"
-    for source in args.inputs:
+    from ..engine.inputs import gather_inputs
+
+    for source, _ in gather_inputs(args.inputs, args.list_file, template=args.template, start_index=args.start_index):
         tl = predict_timeline(model, source, window=args.window, stride=stride, unit=unit, topk=args.topk,
                               template=args.template, start_index=args.start_index, device=args.device)
         if args.json:

@@ -68,10 +68,17 @@ def view_logits(model, views: torch.Tensor, device: str | torch.device = "cpu") 
 
 @torch.no_grad()
 def predict_video(model: nn.Module, source: str | Path, *, topk: int = 5, template: str = "{:05d}.jpg",
-                  start_index: int = 1, device: str | torch.device = "cpu") -> list[dict]:
-    """Top-k classes of one video or frame folder: ``[{"rank", "index", "class", "probability"}]``."""
-    clip = prepare_video(model, source, template=template, start_index=start_index)
+                  start_index: int = 1, device: str | torch.device = "cpu", clips: int = 1, crops: int = 1,
+                  fusion: str = "logits") -> list[dict]:
+    """Top-k classes of one video or frame folder: ``[{"rank", "index", "class", "probability"}]``.
+
+    With ``clips`` x ``crops`` views the views are fused as ``eval`` fuses them (``fusion``:
+    mean of logits, then softmax; or mean of probabilities)."""
+    from .metrics import fuse_views
+
+    views = prepare_video(model, source, template=template, start_index=start_index, clips=clips, crops=crops)
     if isinstance(model, nn.Module):
         model = model.to(device).eval()
-    probs = view_logits(model, clip, device).softmax(dim=1)[0].cpu()
+    fused = fuse_views(view_logits(model, views, device)[None], fusion)[0].cpu()
+    probs = fused.softmax(dim=0) if fusion == "logits" else fused
     return top_classes(probs, getattr(model, "class_names", None), topk)
