@@ -29,6 +29,8 @@ def test_selftest_passes_on_cpu(no_triton):
     assert names == ["backend 'auto'", "backend 'reference'", "motion field res3", "motion path changes logits"]
     assert all(c.status == "ok" for c in report.checks)
     assert report.verdict().startswith("OK")
+    doc = json.loads(json.dumps(report.to_dict()))
+    assert doc["passed"] is True and doc["dtype"] == "float32" and len(doc["checks"]) == 4
 
 
 def test_selftest_catches_a_wrong_backend(monkeypatch):
@@ -56,13 +58,11 @@ def test_selftest_catches_a_dead_motion_path(monkeypatch, no_triton):
     assert status["backend 'reference'"] == "ok"
 
 
-def test_selftest_cli_prints_a_verdict_and_json(capsys, no_triton):
+def test_selftest_cli_prints_a_verdict(capsys, no_triton):
     assert main(["selftest", "--dtype", "bfloat16"]) == 0
     out = capsys.readouterr().out
     assert "OK: MotionSqueeze is computed correctly on cpu in bfloat16" in out
-    assert main(["selftest", "--json"]) == 0
-    doc = json.loads(capsys.readouterr().out)
-    assert doc["passed"] is True and doc["dtype"] == "float32" and len(doc["checks"]) == 4
+    assert out.count("[     ok]") == 4
 
 
 # ---------------------------------------------------------------- fuse
@@ -378,7 +378,7 @@ def test_predict_fuses_views_like_eval(tmp_path, videos):
 def test_predict_a_folder_and_a_list_into_jsonl_and_csv_skipping_an_unreadable_input(tmp_path, videos, capsys):
     path, _ = _saved_model(tmp_path / "m.safetensors")
     out = tmp_path / "pred.jsonl"
-    assert main(["predict", str(path), str(videos), "--clips", "2", "--topk", "2", "--out", str(out)]) == 1
+    assert main(["predict", str(path), str(videos), "--topk", "2", "--out", str(out)]) == 1
     captured = capsys.readouterr()
     assert "skipped: " in captured.err and "broken.mp4" in captured.err and "2 of 3 inputs classified" in captured.err
     rows = [json.loads(line) for line in out.read_text().splitlines()]
