@@ -84,8 +84,9 @@ def test_train_eval_predict_on_frame_folders_and_a_video(dataset, tmp_path, caps
         probs = [p["probability"] for p in a["predictions"]]
         assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
         assert all(p["class"] in SYNTHETIC_CLASSES for p in a["predictions"])
-    assert main(["predict", str(best), str(dataset / "nowhere.mp4")]) == 2
-    assert "nowhere.mp4" in capsys.readouterr().err
+    # A missing input is reported and skipped (exit status 1), not a crash.
+    assert main(["predict", str(best), str(dataset / "nowhere.mp4")]) == 1
+    assert "skipped: " in (err := capsys.readouterr().err) and "nowhere.mp4" in err
 
 
 def test_fine_tuning_starts_from_a_trained_model_with_another_classifier(dataset, tmp_path, capsys):
