@@ -43,6 +43,10 @@ def run(args) -> int:
     for name, records in prepared.splits.items():
         missing = len(prepared.missing.get(name, ()))
         print(f"{name}: {len(records)} items" + (f", {missing} annotated but not found" if missing else ""))
+    for line in prepared.warnings[:20]:
+        print(f"warning: {line}")
+    if len(prepared.warnings) > 20:
+        print(f"warning: ... and {len(prepared.warnings) - 20} more, all in {args.out}/prepare_warnings.txt")
     failures = {}
     if args.extract_frames:
         prepared, failures, before = extract_frames(
@@ -57,5 +61,14 @@ def run(args) -> int:
             f.write("".join(f"{video}\t{error}\n" for video, error in sorted(failures.items())))
         print(f"{len(failures)} videos could not be extracted and are left out of the lists; "
               f"see {path} (a rerun retries them)")
+    if prepared.warnings:
+        path = f"{args.out}/prepare_warnings.txt"
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in prepared.warnings))
+        written.append(path)
     print("wrote " + ", ".join(written))
+    if failures and not any(prepared.splits.values()):
+        print(f"error: every video failed to extract ({len(failures)}); the lists are empty. The first "
+              f"failure: {next(iter(sorted(failures.items())))[1]}", file=sys.stderr)
+        return 1
     return 0

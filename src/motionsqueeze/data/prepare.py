@@ -44,6 +44,8 @@ class Prepared:
         missing: list name -> annotated items whose media was not found.
         config: extra ``DataConfig`` settings for ``data.yaml`` (list names of the default
             train/val/test splits, flip policy).
+        warnings: one line per item that is listed differently from its media (e.g. a frame
+            folder cut at a gap in its numbering).
     """
 
     dataset: str
@@ -55,6 +57,7 @@ class Prepared:
     start_index: int = 1
     missing: dict[str, list[str]] = field(default_factory=dict)
     config: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -103,10 +106,32 @@ def _class_index(names: list[str], name: str, where: str) -> int:
 _SS_FLIP = {"flip": "direction-aware", "flip_direction": "skip"}
 
 
+# File names of each Something-Something version: the 20BN release, then (V2) the current
+# download, which ships ``labels/labels.json``, ``labels/train.json``, ... and ``test-answers.csv``.
+_SS_LABELS = {
+    "v1": ["something-something-v1-labels.csv"],
+    "v2": ["something-something-v2-labels.json", "labels.json"],
+}
+
+
+def _find_any(annotations: str, names: list[str], *, required: bool = True) -> str | None:
+    """The first of ``names`` that :func:`_find` finds."""
+    for name in names:
+        path = _find(annotations, name, required=False)
+        if path is not None:
+            return path
+    if required:
+        raise DataError(f"{' or '.join(names)} not found in {annotations} or its sub-folders; {DOCS}", "missing")
+    return None
+
+
 def _ss_splits(annotations: str, version: str, ext: str):
     """``(split, file)`` of the Something-Something split files; the test file is optional."""
     for split, suffix in (("train", "train"), ("val", "validation"), ("test", "test")):
-        path = _find(annotations, f"something-something-{version}-{suffix}.{ext}", required=split != "test")
+        names = [f"something-something-{version}-{suffix}.{ext}"]
+        if version == "v2":
+            names.append(f"{suffix}.{ext}")
+        path = _find_any(annotations, names, required=split != "test")
         if path is not None:
             yield split, path
 
@@ -115,7 +140,7 @@ def prepare_sthv1(root: str, annotations: str | None = None, workers: int = 8) -
     """Something-Something V1: JPEG folders ``<id>/00001.jpg`` and ``id;class`` CSV files."""
     _check_root(root)
     ann = annotations or root
-    names = sorted(t for _, t in _lines(_find(ann, "something-something-v1-labels.csv")))
+    names = sorted(t for _, t in _lines(_find_any(ann, _SS_LABELS["v1"])))
     frames_root = _subdir(root, "20bn-something-something-v1")
     out = Prepared("sthv1", names, {}, "frames", frames_root, config=dict(_SS_FLIP))
     for split, path in _ss_splits(ann, "v1", "csv"):
@@ -125,28 +150,38 @@ def prepare_sthv1(root: str, annotations: str | None = None, workers: int = 8) -
             if not vid or (split != "test" and not cls):
                 raise DataError(f"{path}:{i}: expected 'ID;CLASS NAME', got {text!r}", "malformed")
             rows.append((vid, _class_index(names, cls, f"{path}:{i}") if cls else -1))
-        counts = _count_frames(frames_root, [v for v, _ in rows], "{:05d}.jpg", 1, workers)
+        scans = _count_frames(frames_root, [v for v, _ in rows], "{:05d}.jpg", 1, workers)
+        counts = [s.num_frames if s else 0 for s in scans]
+        out.warnings += [f"{split}: {v}: {_gap_note(s)}" for (v, _), s in zip(rows, scans) if s and s.missing]
         out.splits[split] = [VideoRecord(v, label, n) for (v, label), n in zip(rows, counts) if n]
         out.missing[split] = [v for (v, _), n in zip(rows, counts) if not n]
     return out
 
 
-def _count_frames(root: str, folders: list[str], template: str, start: int, workers: int) -> list[int]:
-    """Frames in each folder (0 when missing); listing folders is I/O-bound, so threads."""
-    def count(folder: str) -> int:
+def _count_frames(root: str, folders: list[str], template: str, start: int, workers: int) -> list:
+    """:class:`FolderScan` of each folder (``None`` when missing); listing folders is
+    I/O-bound, so threads."""
+    def count(folder: str):
         try:
-            return scan_frame_folder(os.path.join(root, folder), template, start).num_frames
+            return scan_frame_folder(os.path.join(root, folder), template, start)
         except DataError:
-            return 0
+            return None
     with ThreadPoolExecutor(max(1, workers)) as pool:
         return list(pool.map(count, folders))
+
+
+def _gap_note(scan) -> str:
+    first = scan.missing[0] + 1  # frame files are numbered from 1
+    return (f"frame {first:05d}.jpg is missing: listed with the {scan.num_frames} frames before the gap, "
+            f"{scan.last + 1 - scan.num_frames - len(scan.missing)} frames after it are left out")
 
 
 def prepare_sthv2(root: str, annotations: str | None = None, workers: int = 8) -> Prepared:
     """Something-Something V2: ``<id>.webm`` and the JSON label and split files."""
     _check_root(root)
     ann = annotations or root
-    names = load_class_names(_find(ann, "something-something-v2-labels.json"))
+    names = load_class_names(_find_any(ann, _SS_LABELS["v2"]))
+    answers = _ss_test_answers(ann, names)
     videos = _subdir(root, "20bn-something-something-v2")
     present = set(os.listdir(videos))
     out = Prepared("sthv2", names, {}, "video", videos, config=dict(_SS_FLIP))
@@ -155,7 +190,7 @@ def prepare_sthv2(root: str, annotations: str | None = None, workers: int = 8) -
         for k, item in enumerate(read_json(path)):
             try:
                 vid = str(item["id"])
-                label = -1
+                label = answers.get(vid, -1) if split == "test" else -1
                 if split != "test":
                     label = _class_index(names, item["template"].replace("[", "").replace("]", ""),
                                          f"{path} item {k}")
@@ -171,6 +206,20 @@ def prepare_sthv2(root: str, annotations: str | None = None, workers: int = 8) -
     return out
 
 
+def _ss_test_answers(annotations: str, names: list[str]) -> dict[str, int]:
+    """Labels of the V2 test set from ``test-answers.csv`` (``id;class name``), if present."""
+    path = _find(annotations, "test-answers.csv", required=False)
+    if path is None:
+        return {}
+    answers = {}
+    for i, text in _lines(path):
+        vid, _, cls = text.partition(";")
+        if not vid or not cls:
+            raise DataError(f"{path}:{i}: expected 'ID;CLASS NAME', got {text!r}", "malformed")
+        answers[vid.strip()] = _class_index(names, cls.strip(), f"{path}:{i}")
+    return answers
+
+
 def _index_videos(root: str) -> dict[str, str]:
     """File stem -> path relative to ``root`` of every video below it."""
     found = {}
@@ -182,6 +231,14 @@ def _index_videos(root: str) -> dict[str, str]:
     return found
 
 
+# CSV names: DeepMind's archive and the CVDF mirror, the ActivityNet crawler, mmaction's script.
+_KINETICS_CSV = {
+    split: [f"{split_name}.csv" for split_name in names]
+    + [f"kinetics-400_{n}.csv" for n in names] + [f"kinetics_{n}.csv" for n in names]
+    for split, names in (("train", ["train"]), ("val", ["validate", "val"]), ("test", ["test"]))
+}
+
+
 def prepare_kinetics400(root: str, annotations: str | None = None, workers: int = 8) -> Prepared:
     """Kinetics-400: ``<youtube_id>_<start:06d>_<end:06d>.mp4`` (in class folders or flat) and
     the CSV files ``label,youtube_id,time_start,time_end,split``."""
@@ -189,10 +246,8 @@ def prepare_kinetics400(root: str, annotations: str | None = None, workers: int 
     ann = annotations or root
     videos = _index_videos(root)
     tables = {}
-    for split, files in (("train", ["train.csv"]), ("val", ["validate.csv", "val.csv"]), ("test", ["test.csv"])):
-        path = next((p for p in (_find(ann, f, required=False) for f in files) if p), None)
-        if path is None and split != "test":
-            raise DataError(f"{' or '.join(files)} not found in {ann} or its sub-folders; {DOCS}", "missing")
+    for split, files in _KINETICS_CSV.items():
+        path = _find_any(ann, files, required=split != "test")
         if path is not None:
             tables[split] = (path, _read_csv(path, ["youtube_id", "time_start", "time_end"]))
     names = sorted({row["label"] for _, row in tables["train"][1]})
@@ -368,6 +423,28 @@ def _extract_one(job: _Extraction) -> tuple[int, str | None, bool]:
         return 0, str(exc), False
 
 
+EXTRACTION_SETTINGS = ".extraction.json"
+
+
+def _claim_frames_root(frames_root: str, settings: dict) -> None:
+    """Record the extraction settings in ``frames_root``; refuse a rerun with other settings,
+    whose frames would silently differ from the finished folders that it skips."""
+    import json
+
+    os.makedirs(frames_root, exist_ok=True)
+    path = os.path.join(frames_root, EXTRACTION_SETTINGS)
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            before = json.load(f)
+        if before != settings:
+            changed = ", ".join(f"{k} {before.get(k)!r} -> {v!r}" for k, v in settings.items() if before.get(k) != v)
+            raise DataError(f"{frames_root}: its frames were extracted with other settings ({changed}); a rerun "
+                            "skips finished videos, so extract into another folder or delete this one")
+        return
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(settings, f)
+
+
 def extract_frames(prepared: Prepared, frames_root: str, *, workers: int = 1, template: str = "{:06d}.jpg",
                    short_side: int | None = None, quality: int = 90, progress: bool = False
                    ) -> tuple[Prepared, dict[str, str], int]:
@@ -388,6 +465,7 @@ def extract_frames(prepared: Prepared, frames_root: str, *, workers: int = 1, te
     check_template(template)
     if prepared.format != "video":
         raise DataError(f"{prepared.dataset} is already a frame dataset; nothing to extract")
+    _claim_frames_root(frames_root, {"template": template, "short_side": short_side, "quality": quality})
     videos = sorted({r.path for records in prepared.splits.values() for r in records})
     jobs = []
     for rel in videos:
