@@ -41,7 +41,11 @@ def run(args) -> int:
         cfg.train.workers = args.workers
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / f"eval-{args.split}"
     report = evaluate_checkpoint(cfg, args.checkpoint, split=args.split, out_dir=out, clips=args.clips, crops=args.crops)
-    print(f"{report.count} videos ({args.split}), fusion {cfg.eval.fusion}; details in {out / 'metrics.json'}")
+    print(f"{args.split}: {report.coverage()}; fusion {cfg.eval.fusion}")
+    for problem in report.skipped[:10]:
+        print(f"  skipped {problem}")
+    if len(report.skipped) > 10:
+        print(f"  ... and {len(report.skipped) - 10} more, all in {out / 'metrics.json'}")
     print(f"top-1 {report.top1:.2f}   top-5 {report.top5:.2f}   mean class accuracy {report.mean_class_acc:.2f}")
     print(f"results in {out}")
     return 0

@@ -112,12 +112,12 @@ def _parse(text: str, fmt: str, source: str, line: int) -> tuple[VideoRecord, bo
     if fmt == "video" and _EXTRA_NUMBERS.fullmatch(path.strip()):
         raise DataError(f"{_where(source, line)}: malformed line {text!r}: too many fields after the "
                         "video file name; a video list line is 'PATH [LABEL]'", "malformed")
-    if "\t" not in text and _TRAILING_NUMBER.search(path.strip()):
+    if fmt == "video" and "\t" not in text and _TRAILING_NUMBER.search(path.strip()):
         # "path 110 0" in a video list is a frame-list line, not the path "path 110".
         raise DataError(
-            f"{_where(source, line)}: malformed line {text!r}: more number fields than a {fmt} list "
-            f"line has ('{layout}')" + ("; is this a frame list (PATH NUM_FRAMES LABEL)?" if fmt == "video" else "")
-            + "; if the path itself ends in a number, separate the fields with tabs", "malformed")
+            f"{_where(source, line)}: malformed line {text!r}: more number fields than a video list "
+            f"line has ('{layout}'); is this a frame list (PATH NUM_FRAMES LABEL)? If the path itself "
+            "ends in a number, separate the fields with tabs", "malformed")
     if fmt == "frames" and path.strip().lower().endswith(VIDEO_EXTENSIONS):
         raise DataError(f"{_where(source, line)}: {path!r} is a video file but this is read as a frame "
                         "list (PATH NUM_FRAMES LABEL); use format 'video'", "malformed")

@@ -9,13 +9,13 @@ mean class accuracy and the confusion matrix are computed.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .distributed import DistInfo, all_gather_cat
+from .distributed import DistInfo, all_gather_cat, all_gather_objects
 from .metrics import ClassificationReport, classification_report, fuse_views
 from .sampling import ResumableSampler, SeededDataset
 
@@ -24,11 +24,18 @@ __all__ = ["Scores", "score_dataset", "run_evaluation"]
 
 @dataclass
 class Scores:
-    """Fused scores ``(N, K)``, labels ``(N,)`` and dataset indices ``(N,)``, in index order."""
+    """Fused scores ``(N, K)``, labels ``(N,)`` and dataset indices ``(N,)``, in index order.
+
+    ``listed`` is the number of items of the dataset; the ``listed - N`` items that could not
+    be read (``data.on_error: skip``) have no score, and ``skipped`` holds one message per
+    such item (``list:line: problem``).
+    """
 
     scores: torch.Tensor
     labels: torch.Tensor
     indices: torch.Tensor
+    listed: int = 0
+    skipped: list = field(default_factory=list)
 
 
 @torch.no_grad()
@@ -61,8 +68,9 @@ def score_dataset(
         from tqdm import tqdm
 
         iterator = tqdm(loader, desc="evaluating", leave=False)
-    scores, labels, indices = [], [], []
+    scores, labels, indices, problems = [], [], [], []
     for batch in iterator:
+        problems += batch.get("skipped", [])
         clip = batch["clip"]
         if clip.dim() != 6:
             raise ValueError(f"evaluation items must be (V, T, 3, H, W) clips; got a batch of shape {tuple(clip.shape)}")
@@ -83,15 +91,33 @@ def score_dataset(
     s, lab, idx = s[order], lab[order], idx[order]
     keep = torch.ones_like(idx, dtype=torch.bool)
     keep[1:] = idx[1:] != idx[:-1]
-    return Scores(s[keep].cpu(), lab[keep].cpu(), idx[keep].cpu())
+    # A bad item is replaced by the next one of the list, which is then scored twice and kept
+    # once above: the bad item has no score. Name each such item with its problem.
+    problems = list(dict.fromkeys(all_gather_objects(problems, info)))
+    scored = set(idx[keep].tolist())
+    skipped = [_problem_of(dataset, i, problems) for i in range(len(dataset)) if i not in scored]
+    return Scores(s[keep].cpu(), lab[keep].cpu(), idx[keep].cpu(), listed=len(dataset), skipped=skipped)
+
+
+def _problem_of(dataset, index: int, problems: list[str]) -> str:
+    """The skip message of item ``index`` (messages start with the item's ``list:line``)."""
+    where = dataset._where(index) if hasattr(dataset, "_where") else f"item {index}"
+    return next((p for p in problems if p.startswith(where + ":")), f"{where}: not scored")
+
+
+def report_of(res: Scores, num_classes: int, source: str | None) -> ClassificationReport:
+    """Metrics over the labelled scored items, stating the list, its size and what was skipped."""
+    labelled = res.labels >= 0
+    report = classification_report(res.scores[labelled], res.labels[labelled], num_classes)
+    report.source, report.listed, report.skipped = source, res.listed, res.skipped
+    return report
 
 
 def run_evaluation(model, dataset, info: DistInfo, cfg, class_names, amp="none", channels_last=False) -> ClassificationReport:
     """Validation inside training: fused scores -> metrics over the labelled items."""
     res = score_dataset(model, dataset, info, tuple(cfg.data.mean), tuple(cfg.data.std), batch_size=cfg.eval.batch_size,
                         workers=cfg.train.workers, fusion=cfg.eval.fusion, amp=amp, channels_last=channels_last)
-    labelled = res.labels >= 0
-    return classification_report(res.scores[labelled], res.labels[labelled], len(class_names))
+    return report_of(res, len(class_names), getattr(dataset, "source", None))
 
 
 def load_trained_model(path, map_location="cpu") -> tuple[nn.Module, list[str] | None]:
@@ -152,6 +178,11 @@ def evaluate_checkpoint(cfg, checkpoint, split: str = "val", out_dir=None, clips
     from .distributed import cleanup_distributed, init_distributed
     from .metrics import plot_confusion
 
+    if split == "test" and not is_synthetic(cfg.data) and not cfg.data.test_list:
+        # The test split would fall back to the validation list: a result labelled "test"
+        # that was computed on the validation set.
+        raise ValueError("--split test: the recipe has no data.test_list (prepare writes test.txt where the "
+                         "dataset has test labels); set it with --set data.test_list=PATH, or evaluate --split val")
     info = init_distributed(cfg.train.device)
     finished = False
     try:
@@ -170,16 +201,15 @@ def evaluate_checkpoint(cfg, checkpoint, split: str = "val", out_dir=None, clips
         res = score_dataset(model, dataset, info, tuple(cfg.data.mean), tuple(cfg.data.std),
                             batch_size=cfg.eval.batch_size, workers=cfg.train.workers, fusion=cfg.eval.fusion,
                             amp=cfg.train.amp, progress=cfg.train.progress)
-        labelled = res.labels >= 0
-        if not labelled.any():
+        if not (res.labels >= 0).any():
             raise ValueError(f"the {split} list has no labels; use `motionsqueeze predict` for unlabelled videos")
-        report = classification_report(res.scores[labelled], res.labels[labelled], len(class_names))
+        report = report_of(res, len(class_names), getattr(dataset, "source", None))
         if info.is_main and out_dir is not None:
             out = Path(out_dir)
             out.mkdir(parents=True, exist_ok=True)
             (out / "metrics.json").write_text(json.dumps(
                 {**report.summary(), "clips": views[0], "crops": views[1], "fusion": cfg.eval.fusion,
-                 "split": split, "checkpoint": str(checkpoint)}, indent=2))
+                 "split": split, "checkpoint": str(checkpoint), "skipped_items": report.skipped}, indent=2))
             with open(out / "per_class.csv", "w", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(["class_index", "class_name", "videos", "accuracy"])

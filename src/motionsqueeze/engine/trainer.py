@@ -366,6 +366,8 @@ def _fit(cfg: TrainConfig, info: DistInfo, run_dir, resume, quiet) -> TrainResul
         if validate:
             report = run_evaluation(step_model, val_set, info, cfg, class_names, amp=t.amp, channels_last=t.channels_last)
             row.update({"val_top1": report.top1, "val_top5": report.top5, "val_mean_class_acc": report.mean_class_acc})
+            if report.skipped and info.is_main:
+                log(f"epoch {epoch}: validation: {report.coverage()}:\n" + "\n".join(f"  {m}" for m in report.skipped))
             metric = {"top1": report.top1, "top5": report.top5, "mean_class_acc": report.mean_class_acc}[t.best_metric]
             if best is None or metric > best["value"]:
                 best = {"epoch": epoch, "metric": t.best_metric, "value": metric, **report.summary()}
