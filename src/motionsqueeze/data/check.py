@@ -112,6 +112,11 @@ def _check_folder(job: _Job) -> list[tuple[str, str]]:
     if n == 0:
         return out
     reader = FrameFolderReader(job.path, job.template, job.start_index, n)
+    # Decoding every frame is --full's job, but an empty file costs one stat to find.
+    empty = [f for f in (os.path.join(job.path, reader.frame_file(i)) for i in range(n)) if os.path.getsize(f) == 0]
+    if empty:
+        return out + [("unreadable", f"{job.path}: {len(empty)} empty frame file(s) (0 bytes), e.g. "
+                                     f"{os.path.basename(empty[0])!r}; extract the frames again")]
     for chunk in _chunks(n, job.full):
         reader.read(chunk)
     return out
