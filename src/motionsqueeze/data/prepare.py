@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -28,6 +29,8 @@ from .readers import VideoReader, scan_frame_folder
 __all__ = ["Prepared", "DATASETS", "prepare", "extract_frames", "write_prepared"]
 
 DOCS = "see docs/datasets.md for the expected layout"
+# Written into a folder of extracted frames (the settings used); prepare never indexes it.
+EXTRACTION_SETTINGS = ".extraction.json"
 
 
 @dataclass
@@ -220,15 +223,33 @@ def _ss_test_answers(annotations: str, names: list[str]) -> dict[str, int]:
     return answers
 
 
-def _index_videos(root: str) -> dict[str, str]:
-    """File stem -> path relative to ``root`` of every video below it."""
-    found = {}
-    for folder, _, files in os.walk(root):
-        for f in files:
+def _index_videos(root: str) -> dict[str, list[str]]:
+    """File stem -> sorted paths relative to ``root`` of the videos below it, skipping
+    folders of extracted frames (marked by :data:`EXTRACTION_SETTINGS`)."""
+    found: dict[str, list[str]] = {}
+    for folder, dirs, files in os.walk(root):
+        if EXTRACTION_SETTINGS in files:
+            dirs[:] = []
+            continue
+        dirs.sort()
+        for f in sorted(files):
             stem, ext = os.path.splitext(f)
             if ext.lower() in VIDEO_EXTENSIONS:
-                found.setdefault(stem, os.path.relpath(os.path.join(folder, f), root))
+                found.setdefault(stem, []).append(os.path.relpath(os.path.join(folder, f), root))
     return found
+
+
+def _pick_clip(paths: list[str], split: str, label: str | None) -> str:
+    """One of several clips with the same name: the one in this split's folder, then in the
+    label's class folder, then the first in sorted order."""
+    split_dirs = {"train": ("train",), "val": ("val", "validate", "validation"), "test": ("test",)}[split]
+    def key(name: str) -> str:
+        return re.sub(r"[^0-9a-z]", "", name.lower())
+
+    def score(path: str) -> tuple:
+        parts = [key(p) for p in path.replace(os.sep, "/").split("/")[:-1]]
+        return (not any(p in split_dirs for p in parts), not (label and key(label) in parts), path)
+    return min(paths, key=score)
 
 
 # CSV names: DeepMind's archive and the CVDF mirror, the ActivityNet crawler, mmaction's script.
@@ -261,8 +282,12 @@ def prepare_kinetics400(root: str, annotations: str | None = None, workers: int 
                 raise DataError(f"{path}:{line}: time_start and time_end must be numbers", "malformed") from None
             label = _class_index(names, row["label"], f"{path}:{line}") if row.get("label") else -1
             # Some copies name clips by the YouTube id alone.
-            rel = videos.get(stem) or videos.get(row["youtube_id"])
-            if rel:
+            paths = videos.get(stem) or videos.get(row["youtube_id"])
+            if paths:
+                rel = _pick_clip(paths, split, row.get("label"))
+                if len(paths) > 1:
+                    out.warnings.append(f"{split}: {stem}: {len(paths)} files have this name ({', '.join(paths)}); "
+                                        f"listed {rel}")
                 records.append(VideoRecord(rel, label))
             else:
                 missing.append(stem)
@@ -421,9 +446,6 @@ def _extract_one(job: _Extraction) -> tuple[int, str | None, bool]:
     except (DataError, OSError) as exc:
         shutil.rmtree(part, ignore_errors=True)
         return 0, str(exc), False
-
-
-EXTRACTION_SETTINGS = ".extraction.json"
 
 
 def _claim_frames_root(frames_root: str, settings: dict) -> None:

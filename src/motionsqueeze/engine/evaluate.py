@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .data import is_synthetic
 from .distributed import DistInfo, all_gather_cat, all_gather_objects
 from .metrics import ClassificationReport, classification_report, fuse_views
 from .sampling import ResumableSampler, SeededDataset
@@ -158,11 +159,51 @@ def load_trained_model(path, map_location="cpu") -> tuple[nn.Module, list[str] |
     return model.eval(), names
 
 
+# Data fields a model file records (``preprocess`` and ``extra``, see ``inference_settings``).
+MODEL_DATA_FIELDS = ("num_segments", "crop_size", "resize", "sampling", "dense_stride", "dense_window", "mean", "std")
+
+
+def model_data_settings(model) -> dict:
+    """The data settings ``model`` was trained with, as ``DataConfig`` fields (those known)."""
+    pre = getattr(model, "preprocess", None) or {}
+    extra = getattr(model, "extra", None) or {}
+    size = pre.get("input_size")
+    out = {"num_segments": pre.get("num_segments"), "crop_size": size if isinstance(size, int) or size is None else size[0],
+           "mean": pre.get("mean"), "std": pre.get("std")}
+    out.update({k: extra[k] for k in ("resize", "sampling", "dense_stride", "dense_window") if k in extra})
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items() if v is not None or k in extra}
+
+
+def with_model_settings(data_cfg, model, keep=()) -> tuple:
+    """``(data_cfg with the model's sampling and preprocessing, notes)``.
+
+    A model is scored as it was trained: where the recipe differs, the model's setting wins
+    and a note says so, unless the field is in ``keep`` (set on the command line), which wins
+    with a note instead.
+    """
+    if is_synthetic(data_cfg):
+        return data_cfg, []
+    changes, notes = {}, []
+    for key, value in model_data_settings(model).items():
+        current = getattr(data_cfg, key)
+        current = list(current) if isinstance(current, tuple) else current
+        if current == value:
+            continue
+        if key in keep:
+            notes.append(f"data.{key} is {current} as set on the command line; the model was trained with {value}")
+        else:
+            changes[key] = value
+            notes.append(f"data.{key}: using the model's {value} (the recipe says {current})")
+    return (data_cfg.replace(**changes) if changes else data_cfg), notes
+
+
 def evaluate_checkpoint(cfg, checkpoint, split: str = "val", out_dir=None, clips: int | None = None,
-                        crops: int | None = None) -> ClassificationReport:
+                        crops: int | None = None, keep=()) -> ClassificationReport:
     """``motionsqueeze eval``: score a split with the test-time views and write the results.
 
     ``clips`` / ``crops`` replace the recipe's ``data.test_num_clips`` / ``test_num_crops``.
+    Sampling and preprocessing are the model's (:func:`with_model_settings`; ``keep``: data
+    fields set on the command line, which win); each difference from the recipe is printed.
 
     Files in ``out_dir``: ``metrics.json`` (top-1, top-5, mean class accuracy, views, fusion),
     ``per_class.csv`` (class, videos, accuracy), ``confusion.png`` and ``scores.npz``
@@ -174,7 +215,7 @@ def evaluate_checkpoint(cfg, checkpoint, split: str = "val", out_dir=None, clips
 
     import numpy as np
 
-    from .data import build_split, class_names_of, is_synthetic, with_views
+    from .data import build_split, class_names_of, with_views
     from .distributed import cleanup_distributed, init_distributed
     from .metrics import plot_confusion
 
@@ -194,11 +235,15 @@ def evaluate_checkpoint(cfg, checkpoint, split: str = "val", out_dir=None, clips
                 f"in the recipe's class file; evaluate with the recipe it was trained with"
             )
         model.to(info.device)
+        data_cfg, notes = with_model_settings(cfg.data, model, keep)
+        if info.is_main:
+            for note in notes:
+                print(f"eval: {note}")
         # Both lists are scored through the "test" split, which carries the test-time views.
-        data_cfg = with_views(cfg.data, clips, crops, test_list=None if split == "test" else getattr(cfg.data, "val_list", None))
+        data_cfg = with_views(data_cfg, clips, crops, test_list=None if split == "test" else getattr(cfg.data, "val_list", None))
         dataset = build_split(data_cfg, "val" if is_synthetic(cfg.data) else "test")
         views = (1, 1) if is_synthetic(cfg.data) else (data_cfg.test_num_clips, data_cfg.test_num_crops)
-        res = score_dataset(model, dataset, info, tuple(cfg.data.mean), tuple(cfg.data.std),
+        res = score_dataset(model, dataset, info, tuple(data_cfg.mean), tuple(data_cfg.std),
                             batch_size=cfg.eval.batch_size, workers=cfg.train.workers, fusion=cfg.eval.fusion,
                             amp=cfg.train.amp, progress=cfg.train.progress)
         if not (res.labels >= 0).any():
@@ -209,7 +254,9 @@ def evaluate_checkpoint(cfg, checkpoint, split: str = "val", out_dir=None, clips
             out.mkdir(parents=True, exist_ok=True)
             (out / "metrics.json").write_text(json.dumps(
                 {**report.summary(), "clips": views[0], "crops": views[1], "fusion": cfg.eval.fusion,
-                 "split": split, "checkpoint": str(checkpoint), "skipped_items": report.skipped}, indent=2))
+                 "split": split, "checkpoint": str(checkpoint), "skipped_items": report.skipped,
+                 "data": {k: getattr(data_cfg, k) for k in MODEL_DATA_FIELDS if hasattr(data_cfg, k)},
+                 "notes": notes}, indent=2))
             with open(out / "per_class.csv", "w", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(["class_index", "class_name", "videos", "accuracy"])

@@ -254,6 +254,9 @@ def _fit(cfg: TrainConfig, info: DistInfo, run_dir, resume, quiet) -> TrainResul
             f"{len(train_set)} training clips, {steps_per_epoch} steps/epoch x {cfg.schedule.epochs} epochs, "
             f"batch {t.batch_size} x {info.world_size} process(es), lr {base_lr:g}, device {device}"
         )
+        if state is None and not cfg.model.pretrained and not cfg.model.init_from:
+            log("note: model.pretrained and model.init_from are not set: the model starts from random weights "
+                "(the published recipes start from ImageNet or Kinetics weights; --set model.pretrained=FILE)")
 
     step_model: nn.Module = model
     if info.enabled:
@@ -397,6 +400,9 @@ def inference_settings(data_cfg) -> dict:
         "sampling": getattr(data_cfg, "sampling", "segment"),
         "dense_stride": getattr(data_cfg, "dense_stride", None),
         "dense_window": getattr(data_cfg, "dense_window", 64),
+        # frame file names, so that predict reads the training data's frame folders unaided
+        "template": getattr(data_cfg, "template", None),
+        "start_index": getattr(data_cfg, "start_index", None),
     }
 
 
