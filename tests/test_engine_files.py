@@ -141,6 +141,9 @@ def test_bad_items_are_skipped_and_reported_per_epoch(dataset, tmp_path, capsys)
     strict = _recipe(broken, tmp_path, on_error="raise")
     with pytest.raises(ValueError, match="train clip 2"):
         fit(load_config(strict), run_dir=tmp_path / "strict", quiet=True)
+    # the reason is in the run's log too, one line
+    last = (tmp_path / "strict" / "train.log").read_text().splitlines()[-1]
+    assert last.startswith("stopped: DataError: ") and "train clip 2: frame folder not found" in last
 
 
 def test_eval_of_the_test_split_without_a_test_list_is_refused(dataset, tmp_path, capsys):

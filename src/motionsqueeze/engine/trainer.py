@@ -180,12 +180,23 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: str | None 
         result = _fit(cfg, info, run_dir, resume, quiet)
         finished = True
         return result
+    except Exception as exc:
+        log_file = _run_folder(cfg, run_dir) / "train.log"
+        if info.is_main and log_file.exists():
+            # The reason a run stopped belongs in its log, not only on a terminal.
+            with open(log_file, "a") as f:
+                f.write(f"stopped: {type(exc).__name__}: {exc}\n")
+        raise
     finally:
         cleanup_distributed(finished)
 
 
+def _run_folder(cfg: TrainConfig, run_dir) -> Path:
+    return Path(run_dir or cfg.out or Path("runs") / Path(cfg.source or "run").stem)
+
+
 def _fit(cfg: TrainConfig, info: DistInfo, run_dir, resume, quiet) -> TrainResult:
-    run = Path(run_dir or cfg.out or Path("runs") / Path(cfg.source or "run").stem)
+    run = _run_folder(cfg, run_dir)
     device = info.device
     t = cfg.train
 
