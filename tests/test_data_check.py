@@ -122,3 +122,13 @@ def test_a_zero_byte_frame_in_the_middle_fails_the_default_check(tmp_path, capsy
     assert main(["check-data", str(tmp_path / "list.txt"), "--root", str(tmp_path)]) == 1
     assert (f"{tmp_path / 'list.txt'}:1: unreadable: {tmp_path / 'clip'}: 1 empty frame file(s) (0 bytes), "
             "e.g. '00004.jpg'") in capsys.readouterr().out
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(frames_data, capsys, monkeypatch):
+    import motionsqueeze.data.progress as progress
+
+    monkeypatch.setattr(progress, "INTERVAL", 0.0)  # a line per item instead of every 30 s
+    main(["check-data", str(frames_data / "list.txt"), "--root", str(frames_data)])
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("checking: 1/8 items (12%), ") and "left" in lines[0]
+    assert lines[-1].startswith("checking: 8/8 items (100%), ") and ", took " in lines[-1]

@@ -39,8 +39,6 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    import sys
-
     from ..data.annotations import write_list
     from ..data.check import check_list
 
@@ -50,7 +48,7 @@ def run(args) -> int:
     report = check_list(
         args.list, args.root, fmt=args.format, template=args.template, start_index=args.start_index,
         class_names=args.classes, num_classes=args.num_classes, min_frames=args.min_frames,
-        full=args.full, workers=args.workers, progress=sys.stderr.isatty() and not args.quiet,
+        full=args.full, workers=args.workers, progress=not args.quiet,
     )
     if not args.quiet:
         for p in report.problems:

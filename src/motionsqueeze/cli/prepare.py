@@ -51,7 +51,7 @@ def run(args) -> int:
     if args.extract_frames:
         prepared, failures, before = extract_frames(
             prepared, args.extract_frames, workers=args.workers, template=args.template,
-            short_side=args.short_side, quality=args.quality, progress=sys.stderr.isatty())
+            short_side=args.short_side, quality=args.quality, progress=True)
         total = len({r.path for rs in prepared.splits.values() for r in rs})
         print(f"frames: {total - before} videos extracted, {before} already done, {len(failures)} failed")
     written = write_prepared(prepared, args.out)

@@ -141,6 +141,19 @@ def _check_video(job: _Job) -> list[tuple[str, str]]:
     return out
 
 
+class _InProcess:
+    """``ProcessPoolExecutor``'s ``map`` in this process (one worker)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def map(self, fn, items, chunksize=1):
+        return map(fn, items)
+
+
 def _chunks(n: int, full: bool, size: int = 64):
     if not full:
         yield sorted({0, n - 1})
@@ -193,14 +206,17 @@ def check_list(list_path: str, root: str = "", *, fmt: str | None = None, templa
     problems = [Problem(line, "", exc.kind, str(exc)) for line, exc in bad_lines]
     jobs = [_Job(os.path.join(root, r.path), fmt, r.num_frames, template, start_index, min_frames, full)
             for r in records]
-    from tqdm import tqdm
+    from .progress import progress as progress_bar
 
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = list(tqdm(pool.map(check_item, jobs, chunksize=8), total=len(jobs),
-                                disable=not progress, desc="checking", unit="item"))
-    else:
-        results = [check_item(j) for j in tqdm(jobs, disable=not progress, desc="checking", unit="item")]
+    bar = progress_bar(len(jobs), "checking", "item", enabled=progress)
+    results = []
+    with ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(jobs) > 1 else _InProcess() as pool:
+        for found in pool.map(check_item, jobs, chunksize=8):
+            results.append(found)
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
     for record, job, found in zip(records, jobs, results):
         if names is not None:
             wrong = _label_problem(record, names, job.path)

@@ -480,8 +480,7 @@ def extract_frames(prepared: Prepared, frames_root: str, *, workers: int = 1, te
         ``(frame-list version of prepared, {video: error} of failures, videos done before)``;
         failed videos are left out of the lists.
     """
-    from tqdm import tqdm
-
+    from .progress import progress as progress_bar
     from .readers import check_template
 
     check_template(template)
@@ -495,15 +494,17 @@ def extract_frames(prepared: Prepared, frames_root: str, *, workers: int = 1, te
         os.makedirs(os.path.dirname(target), exist_ok=True)
         jobs.append(_Extraction(os.path.join(prepared.media_root, rel), target, template, short_side, quality))
     counts, failures, before = {}, {}, 0
-    bar = tqdm(total=len(jobs), disable=not progress, desc="extracting", unit="video")
+    bar = progress_bar(len(jobs), "extracting", "video", enabled=progress)
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         for rel, (n, error, done) in zip(videos, pool.map(_extract_one, jobs)):
-            bar.update()
+            if bar is not None:
+                bar.update()
             if error:
                 failures[rel] = error
             else:
                 counts[rel], before = n, before + done
-    bar.close()
+    if bar is not None:
+        bar.close()
     splits = {name: [VideoRecord(os.path.splitext(r.path)[0], r.label, counts[r.path])
                      for r in records if r.path in counts]
               for name, records in prepared.splits.items()}

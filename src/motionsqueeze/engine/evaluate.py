@@ -8,7 +8,6 @@ mean class accuracy and the confusion matrix are computed.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -64,13 +63,13 @@ def score_dataset(
     sampler = ResumableSampler(len(dataset), shuffle=False, rank=info.rank, world_size=info.world_size)
     loader = DataLoader(SeededDataset(dataset, 0), batch_size=batch_size, sampler=sampler, num_workers=workers,
                         collate_fn=collate_clips, pin_memory=device.type == "cuda")
-    iterator = loader
-    if progress and info.is_main and sys.stderr.isatty():
-        from tqdm import tqdm
+    from ..data.progress import progress as progress_bar
 
-        iterator = tqdm(loader, desc="evaluating", leave=False)
+    bar = progress_bar(len(loader), "evaluating", "batch", enabled=progress and info.is_main)
     scores, labels, indices, problems = [], [], [], []
-    for batch in iterator:
+    for batch in loader:
+        if bar is not None:
+            bar.update()
         problems += batch.get("skipped", [])
         clip = batch["clip"]
         if clip.dim() != 6:
@@ -82,6 +81,8 @@ def score_dataset(
         scores.append(fuse_views(logits.view(n, v, -1), fusion))
         labels.append(batch["label"].to(device))
         indices.append(batch["index"].to(device))
+    if bar is not None:
+        bar.close()
     model.train(was_training)
     k = scores[0].shape[1] if scores else 0
     s = all_gather_cat(torch.cat(scores) if scores else torch.zeros(0, k, device=device), info)

@@ -351,7 +351,12 @@ def _fit(cfg: TrainConfig, info: DistInfo, run_dir, resume, quiet) -> TrainResul
             if not quiet and info.is_main and t.log_every and global_step % t.log_every == 0:
                 log.record({"kind": "step", "epoch": epoch + 1, "step": global_step, "loss": loss.item(), "lr": lr})
                 if bar is None:
-                    log(f"epoch {epoch + 1} step {step_in_epoch}/{steps_per_epoch}  loss {loss.item():.4f}  lr {lr:.3g}")
+                    from ..data.progress import format_eta
+
+                    rate = step_in_epoch / max(time.perf_counter() - epoch_start, 1e-9)  # steps/s this epoch
+                    log(f"epoch {epoch + 1} step {step_in_epoch}/{steps_per_epoch}  loss {loss.item():.4f}  lr {lr:.3g}  "
+                        f"{rate * t.batch_size * info.world_size:.3g} clips/s, epoch ends in about "
+                        f"{format_eta((steps_per_epoch - step_in_epoch) / rate)}")
             if t.save_every_steps and global_step % t.save_every_steps == 0 and step_in_epoch < steps_per_epoch:
                 save(epoch, step_in_epoch)
         if bar is not None:
