@@ -47,10 +47,11 @@ class LineProgress:
     def _line(self, now: float, done: bool = False) -> None:
         elapsed = max(now - self.start, 1e-9)
         rate = self.n / elapsed
-        text = f"{self.desc}: {self.n}/{self.total} {self.unit}s"
+        units = self.unit + ("es" if self.unit.endswith(("s", "sh", "ch", "x")) else "s")
+        text = f"{self.desc}: {self.n}/{self.total} {units}"
         if self.total:
             text += f" ({100 * self.n / self.total:.0f}%)"
-        text += f", {rate:.3g} {self.unit}s/s"
+        text += f", {rate:.3g} {units}/s"
         if done:
             text += f", took {format_eta(elapsed)}"
         elif rate > 0:
