@@ -150,6 +150,32 @@ def test_kinetics400(tmp_path, clip):
     assert ds[1]["clip"].shape == (4, 3, 32, 32) and ds[1]["label"] == 1
 
 
+def test_kinetics400_duplicate_names_and_a_frames_folder_under_the_root(tmp_path, clip, capsys):
+    root = tmp_path / "k400"
+    # the same clip in val/ and (a stray copy) in train/: each split takes its own
+    for split in ("train", "val"):
+        _copy(clip, root / split / "abseiling" / "aaaaaaaaaaa_000010_000020.mp4")
+    _copy(clip, root / "zz_copy" / "air_drumming" / "bbbbbbbbbbb_000000_000010.mp4")
+    _copy(clip, root / "train" / "air_drumming" / "bbbbbbbbbbb_000000_000010.mp4")
+    # a folder of extracted frames below the root (it holds a video-named file on purpose)
+    _copy(clip, root / "frames" / "cccccccccc_000000_000010.mp4")
+    _put(root / "frames" / ".extraction.json", "{}")
+    header = "label,youtube_id,time_start,time_end,split\n"
+    _put(root / "kinetics-400_train.csv", header + "abseiling,aaaaaaaaaaa,10,20,train\n"
+         "air drumming,bbbbbbbbbbb,0,10,train\nabseiling,cccccccccc,0,10,train\n")
+    _put(root / "kinetics-400_val.csv", header + "abseiling,aaaaaaaaaaa,10,20,val\n")
+    out = tmp_path / "lists"
+    assert _prepare("kinetics400", "--root", root, "--out", out) == 0
+    assert (out / "train.txt").read_text() == ("train/abseiling/aaaaaaaaaaa_000010_000020.mp4 0\n"
+                                               "train/air_drumming/bbbbbbbbbbb_000000_000010.mp4 1\n")
+    assert (out / "val.txt").read_text() == "val/abseiling/aaaaaaaaaaa_000010_000020.mp4 0\n"
+    assert (out / "missing_train.txt").read_text() == "cccccccccc_000000_000010\n"
+    text = capsys.readouterr().out
+    assert ("warning: train: bbbbbbbbbbb_000000_000010: 2 files have this name (train/air_drumming/"
+            "bbbbbbbbbbb_000000_000010.mp4, zz_copy/air_drumming/bbbbbbbbbbb_000000_000010.mp4); listed "
+            "train/air_drumming/bbbbbbbbbbb_000000_000010.mp4") in text
+
+
 def test_hmdb51_three_splits(tmp_path, clip):
     for cls, vids in (("brush_hair", ["a.avi", "b.avi"]), ("cartwheel", ["c.avi", "d.avi"])):
         for v in vids:
