@@ -151,3 +151,24 @@ def test_eval_of_the_test_split_without_a_test_list_is_refused(dataset, tmp_path
     recipe = _recipe(dataset, tmp_path)
     assert main(["eval", str(recipe), "--checkpoint", str(tmp_path / "m.safetensors"), "--split", "test"]) == 2
     assert "--split test: the recipe has no data.test_list" in capsys.readouterr().err
+
+
+def test_eval_workers_default_to_at_most_the_cores(dataset, tmp_path, monkeypatch):
+    import os
+
+    import motionsqueeze.engine.evaluate as evaluate
+
+    seen = {}
+
+    def fake(cfg, checkpoint, **kwargs):
+        seen["workers"] = cfg.train.workers
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(evaluate, "evaluate_checkpoint", fake)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(_recipe(dataset, tmp_path).read_text().replace('"workers": 0', '"workers": 8'))
+    assert main(["eval", str(recipe), "--checkpoint", "m.safetensors"]) == 2
+    assert seen["workers"] == 2  # the recipe's 8 on a 2-core machine
+    assert main(["eval", str(recipe), "--checkpoint", "m.safetensors", "--workers", "5"]) == 2
+    assert seen["workers"] == 5

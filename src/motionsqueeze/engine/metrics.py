@@ -69,7 +69,7 @@ class ClassificationReport:
             return f"{self.count} videos"
         line = f"{self.listed - len(self.skipped)} of the {self.listed} items of {self.source} scored"
         if self.skipped:
-            line += f", {len(self.skipped)} skipped (unreadable; data.on_error: skip)"
+            line += f", {len(self.skipped)} skipped (data.on_error: skip)"
         return line
 
 
