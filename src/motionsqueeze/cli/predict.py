@@ -25,6 +25,9 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    import sys
+
+    from ..data.errors import DataError
     from ..engine.config import check_device
     from ..engine.evaluate import load_trained_model
     from ..engine.predict import predict_video
@@ -32,10 +35,6 @@ def run(args) -> int:
     if args.topk < 1:
         raise ValueError(f"--topk must be at least 1, got {args.topk}")
     check_device(args.device, "--device")
-    import sys
-
-    from ..data.errors import DataError
-
     model, _ = load_trained_model(args.checkpoint)
     extra = getattr(model, "extra", None) or {}
     template = args.template or extra.get("template") or "{:05d}.jpg"
