@@ -16,13 +16,18 @@ def add_parser(sub):
     p.add_argument("inputs", nargs="+", metavar="VIDEO_OR_FRAME_DIR", help="video files or frame folders")
     p.add_argument("--topk", type=int, default=5, help="classes to show (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON object per input")
-    p.add_argument("--template", default="{:05d}.jpg", help="frame file names of folders (default {:05d}.jpg)")
-    p.add_argument("--start-index", type=int, default=1, help="number of the first frame file (default 1)")
+    p.add_argument("--template", default=None,
+                   help="frame file names of folders (default: the model's training data's, else {:05d}.jpg)")
+    p.add_argument("--start-index", type=int, default=None,
+                   help="number of the first frame file (default: the model's training data's, else 1)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     return p
 
 
 def run(args) -> int:
+    import sys
+
+    from ..data.errors import DataError
     from ..engine.config import check_device
     from ..engine.evaluate import load_trained_model
     from ..engine.predict import predict_video
@@ -31,13 +36,29 @@ def run(args) -> int:
         raise ValueError(f"--topk must be at least 1, got {args.topk}")
     check_device(args.device, "--device")
     model, _ = load_trained_model(args.checkpoint)
+    extra = getattr(model, "extra", None) or {}
+    template = args.template or extra.get("template") or "{:05d}.jpg"
+    start_index = args.start_index if args.start_index is not None else extra.get("start_index") or 1
+    failed = []
     for source in args.inputs:
-        top = predict_video(model, source, topk=args.topk, template=args.template,
-                            start_index=args.start_index, device=args.device)
+        try:
+            top = predict_video(model, source, topk=args.topk, template=template,
+                                start_index=start_index, device=args.device)
+        except (DataError, ValueError, FileNotFoundError) as exc:
+            # One unreadable input does not stop the others.
+            if len(args.inputs) == 1:
+                raise
+            failed.append(source)
+            print(f"motionsqueeze predict: error: {exc}", file=sys.stderr)
+            continue
         if args.json:
             print(json.dumps({"input": source, "predictions": top}))
             continue
         print(source)
         for row in top:
             print(f"  {row['rank']}. {row['class']:<50s} {row['probability'] * 100:6.2f}%")
+    if failed:
+        print(f"motionsqueeze predict: {len(failed)} of {len(args.inputs)} inputs could not be read: "
+              + ", ".join(failed), file=sys.stderr)
+        return 1
     return 0

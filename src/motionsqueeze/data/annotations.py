@@ -48,6 +48,7 @@ VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".m
                     ".wmv", ".3gp", ".ogv")
 _INT = re.compile(r"-?\d+")
 # A video file name followed by more numbers: "a.mp4 1 2" is a malformed line, not a path.
+_TRAILING_NUMBER = re.compile(r"\s-?\d+$")
 _EXTRA_NUMBERS = re.compile(r".*(" + "|".join(re.escape(e) for e in VIDEO_EXTENSIONS) + r")(\s+-?\d+)+",
                             re.IGNORECASE)
 
@@ -111,6 +112,12 @@ def _parse(text: str, fmt: str, source: str, line: int) -> tuple[VideoRecord, bo
     if fmt == "video" and _EXTRA_NUMBERS.fullmatch(path.strip()):
         raise DataError(f"{_where(source, line)}: malformed line {text!r}: too many fields after the "
                         "video file name; a video list line is 'PATH [LABEL]'", "malformed")
+    if fmt == "video" and "\t" not in text and _TRAILING_NUMBER.search(path.strip()):
+        # "path 110 0" in a video list is a frame-list line, not the path "path 110".
+        raise DataError(
+            f"{_where(source, line)}: malformed line {text!r}: more number fields than a video list "
+            f"line has ('{layout}'); is this a frame list (PATH NUM_FRAMES LABEL)? If the path itself "
+            "ends in a number, separate the fields with tabs", "malformed")
     if fmt == "frames" and path.strip().lower().endswith(VIDEO_EXTENSIONS):
         raise DataError(f"{_where(source, line)}: {path!r} is a video file but this is read as a frame "
                         "list (PATH NUM_FRAMES LABEL); use format 'video'", "malformed")

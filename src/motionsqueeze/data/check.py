@@ -113,6 +113,11 @@ def _check_folder(job: _Job) -> list[tuple[str, str]]:
     if n == 0:
         return out
     reader = FrameFolderReader(job.path, job.template, job.start_index, n)
+    # Decoding every frame is --full's job, but an empty file costs one stat to find.
+    empty = [f for f in (os.path.join(job.path, reader.frame_file(i)) for i in range(n)) if os.path.getsize(f) == 0]
+    if empty:
+        return out + [("unreadable", f"{job.path}: {len(empty)} empty frame file(s) (0 bytes), e.g. "
+                                     f"{os.path.basename(empty[0])!r}; extract the frames again")]
     for chunk in _chunks(n, job.full):
         reader.read(chunk)
     return out
@@ -137,6 +142,19 @@ def _check_video(job: _Job) -> list[tuple[str, str]]:
     return out
 
 
+class _InProcess:
+    """``ProcessPoolExecutor``'s ``map`` in this process (one worker)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def map(self, fn, items, chunksize=1):
+        return map(fn, items)
+
+
 def _chunks(n: int, full: bool, size: int = 64):
     if not full:
         yield sorted({0, n - 1})
@@ -146,14 +164,20 @@ def _chunks(n: int, full: bool, size: int = 64):
 
 
 def map_with_progress(fn, jobs: list, workers: int, progress: bool, desc: str, unit: str) -> list:
-    """``[fn(job) for job in jobs]``, in ``workers`` processes when above 1, with a progress bar."""
-    from tqdm import tqdm
+    """``[fn(job) for job in jobs]``, in ``workers`` processes when above 1, with progress output
+    (a bar on a terminal, a plain line every 30 s in a batch job's log: :mod:`.progress`)."""
+    from .progress import progress as progress_bar
 
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            return list(tqdm(pool.map(fn, jobs, chunksize=8), total=len(jobs), disable=not progress,
-                             desc=desc, unit=unit))
-    return [fn(j) for j in tqdm(jobs, disable=not progress, desc=desc, unit=unit)]
+    bar = progress_bar(len(jobs), desc, unit, enabled=progress)
+    results = []
+    with ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(jobs) > 1 else _InProcess() as pool:
+        for found in pool.map(fn, jobs, chunksize=8):
+            results.append(found)
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
+    return results
 
 
 def _folder_key(name: str) -> str:

@@ -12,13 +12,25 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["prepare_video", "predict_video"]
+__all__ = ["model_clip_indices", "prepare_video", "predict_video"]
+
+
+def model_clip_indices(model: nn.Module, num_frames: int, count: int | None = None) -> list[int]:
+    """Frame indices of the evaluation clip of a ``num_frames`` video, sampled as the model
+    was (segment centres, or the centre dense clip at its stride; from the model file).
+    ``count`` frames instead of the model's ``num_segments`` if given."""
+    from ..data.sampling import ClipSampler
+
+    pre = getattr(model, "preprocess", None) or {}
+    extra = getattr(model, "extra", None) or {}
+    sampler = ClipSampler(count or pre.get("num_segments") or model.num_segments, extra.get("sampling", "segment"),
+                          extra.get("dense_stride"), extra.get("dense_window", 64))
+    return sampler.even(num_frames, 1)[0]
 
 
 def prepare_video(model: nn.Module, source: str | Path, *, template: str = "{:05d}.jpg", start_index: int = 1) -> torch.Tensor:
     """``(1, T, 3, S, S)`` uint8 clip of ``source`` for ``model`` (see the module docstring)."""
     from ..data import open_clip_source
-    from ..data.sampling import ClipSampler
     from ..data.transforms import EvalTransform
 
     pre = model.preprocess
@@ -27,11 +39,10 @@ def prepare_video(model: nn.Module, source: str | Path, *, template: str = "{:05
     # The recipe's resize (None: frames as decoded); files without it: shorter side 256/224 x input.
     resize = extra["resize"] if "resize" in extra else round(size * 256 / 224)
     resize = tuple(resize) if isinstance(resize, list) else resize
-    sampler = ClipSampler(pre["num_segments"], extra.get("sampling", "segment"), extra.get("dense_stride"), extra.get("dense_window", 64))
     with open_clip_source(source, template=template, start_index=start_index) as reader:
         if reader.num_frames < 1:
             raise ValueError(f"{source}: no frames could be read")
-        frames = reader.read(sampler.even(reader.num_frames, 1)[0])
+        frames = reader.read(model_clip_indices(model, reader.num_frames))
     return EvalTransform(resize, size, 1)(frames)  # (1, T, 3, S, S)
 
 

@@ -180,12 +180,23 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: str | None 
         result = _fit(cfg, info, run_dir, resume, quiet)
         finished = True
         return result
+    except Exception as exc:
+        log_file = _run_folder(cfg, run_dir) / "train.log"
+        if info.is_main and log_file.exists():
+            # The reason a run stopped belongs in its log, not only on a terminal.
+            with open(log_file, "a") as f:
+                f.write(f"stopped: {type(exc).__name__}: {exc}\n")
+        raise
     finally:
         cleanup_distributed(finished)
 
 
+def _run_folder(cfg: TrainConfig, run_dir) -> Path:
+    return Path(run_dir or cfg.out or Path("runs") / Path(cfg.source or "run").stem)
+
+
 def _fit(cfg: TrainConfig, info: DistInfo, run_dir, resume, quiet) -> TrainResult:
-    run = Path(run_dir or cfg.out or Path("runs") / Path(cfg.source or "run").stem)
+    run = _run_folder(cfg, run_dir)
     device = info.device
     t = cfg.train
 
@@ -254,6 +265,9 @@ def _fit(cfg: TrainConfig, info: DistInfo, run_dir, resume, quiet) -> TrainResul
             f"{len(train_set)} training clips, {steps_per_epoch} steps/epoch x {cfg.schedule.epochs} epochs, "
             f"batch {t.batch_size} x {info.world_size} process(es), lr {base_lr:g}, device {device}"
         )
+        if state is None and not cfg.model.pretrained and not cfg.model.init_from:
+            log("note: model.pretrained and model.init_from are not set: the model starts from random weights "
+                "(the published recipes start from ImageNet or Kinetics weights; --set model.pretrained=FILE)")
 
     step_model: nn.Module = model
     if info.enabled:
@@ -337,7 +351,12 @@ def _fit(cfg: TrainConfig, info: DistInfo, run_dir, resume, quiet) -> TrainResul
             if not quiet and info.is_main and t.log_every and global_step % t.log_every == 0:
                 log.record({"kind": "step", "epoch": epoch + 1, "step": global_step, "loss": loss.item(), "lr": lr})
                 if bar is None:
-                    log(f"epoch {epoch + 1} step {step_in_epoch}/{steps_per_epoch}  loss {loss.item():.4f}  lr {lr:.3g}")
+                    from ..data.progress import format_eta
+
+                    rate = step_in_epoch / max(time.perf_counter() - epoch_start, 1e-9)  # steps/s this epoch
+                    log(f"epoch {epoch + 1} step {step_in_epoch}/{steps_per_epoch}  loss {loss.item():.4f}  lr {lr:.3g}  "
+                        f"{rate * t.batch_size * info.world_size:.3g} clips/s, epoch ends in about "
+                        f"{format_eta((steps_per_epoch - step_in_epoch) / rate)}")
             if t.save_every_steps and global_step % t.save_every_steps == 0 and step_in_epoch < steps_per_epoch:
                 save(epoch, step_in_epoch)
         if bar is not None:
@@ -366,6 +385,8 @@ def _fit(cfg: TrainConfig, info: DistInfo, run_dir, resume, quiet) -> TrainResul
         if validate:
             report = run_evaluation(step_model, val_set, info, cfg, class_names, amp=t.amp, channels_last=t.channels_last)
             row.update({"val_top1": report.top1, "val_top5": report.top5, "val_mean_class_acc": report.mean_class_acc})
+            if report.skipped and info.is_main:
+                log(f"epoch {epoch}: validation: {report.coverage()}:\n" + "\n".join(f"  {m}" for m in report.skipped))
             metric = {"top1": report.top1, "top5": report.top5, "mean_class_acc": report.mean_class_acc}[t.best_metric]
             if best is None or metric > best["value"]:
                 best = {"epoch": epoch, "metric": t.best_metric, "value": metric, **report.summary()}
@@ -395,6 +416,9 @@ def inference_settings(data_cfg) -> dict:
         "sampling": getattr(data_cfg, "sampling", "segment"),
         "dense_stride": getattr(data_cfg, "dense_stride", None),
         "dense_window": getattr(data_cfg, "dense_window", 64),
+        # frame file names, so that predict reads the training data's frame folders unaided
+        "template": getattr(data_cfg, "template", None),
+        "start_index": getattr(data_cfg, "start_index", None),
     }
 
 
