@@ -32,6 +32,7 @@ from torch import Tensor
 
 from .correlation import _band, _unband, no_autocast
 from .displacement import L2_EPS, register_backend
+from .tracing import recording
 
 __all__ = ["displacement_cpu", "register"]
 
@@ -213,19 +214,8 @@ def displacement_cpu(
     return out.to(f1.dtype)
 
 
-def _tracing() -> bool:
-    """Whether a compiler or exporter is recording the call (they get the reference)."""
-    return bool(
-        torch.compiler.is_compiling()
-        or torch.compiler.is_exporting()
-        or torch.jit.is_tracing()
-        or torch.jit.is_scripting()
-        or torch.onnx.is_in_onnx_export()
-    )
-
-
 def _available(f1: Tensor) -> bool:
-    return f1.device.type == "cpu" and f1.is_floating_point() and not _tracing()
+    return f1.device.type == "cpu" and f1.is_floating_point() and not recording()
 
 
 def register() -> None:
