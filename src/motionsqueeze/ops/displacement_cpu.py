@@ -39,6 +39,7 @@ __all__ = ["displacement_cpu", "register"]
 # All-pairs products cost H*W per pixel, band products about P * (W + P - 1): the first wins
 # on small maps, and its one large matrix product runs faster per FLOP than P small ones.
 ALL_PAIRS_FACTOR = 1.5
+EXP_FLOOR = -60.0  # softmax exponents below this are raised to it (see _forward)
 
 
 @functools.lru_cache(maxsize=32)
@@ -160,7 +161,12 @@ def _forward(f1, f2, p, sigma, tau, normalize, for_backward=False):
     s = _correlation(a, b, p).flatten(-2)  # (N, H, W, P*P), rectified
     conf, idx = s.max(-1)  # first index on ties
     tau_g = _gaussian(idx, p, sigma, tau, s.dtype).flatten(-2)
-    prob = torch.softmax(tau_g * s, -1)
+    logits = tau_g * s
+    # Softmax with the exponent floored at -60: at tau = 100, exp(logit - max) reaches 1e-44,
+    # and subnormal floats slow x86 arithmetic ~100-fold. Terms below e^-60 change the sum
+    # by < 225 e^-60 = 2e-24, far below float64 resolution, so the values are the same.
+    prob = logits.sub_(logits.amax(-1, keepdim=True)).clamp_(min=EXP_FLOOR).exp_()
+    prob = prob.div_(prob.sum(-1, keepdim=True))
     uv = prob @ _offsets(p, s)  # (N, H, W, 2): expectation of (dx, dy) / r
     out = torch.cat((uv, conf.unsqueeze(-1)), -1).permute(0, 3, 1, 2).contiguous()
     if not for_backward:
