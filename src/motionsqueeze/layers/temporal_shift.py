@@ -43,7 +43,7 @@ def _shift(x: Tensor, num_segments: int, fold: int, backward: bool = False) -> T
     """The shift on validated input; ``backward`` moves each fold the other way (the
     transpose of the shift, i.e. its gradient)."""
     nt, c, h, w = x.shape
-    v = x.view(nt // num_segments, num_segments, c, h, w)
+    v = x.reshape(nt // num_segments, num_segments, c, h, w)  # the gradient may be strided
     # F.pad's pairs run from the last dim backwards: (W, H, C, T).
     later, earlier = (0, 0, 0, 0, 0, 0, 0, 1), (0, 0, 0, 0, 0, 0, 1, 0)
     if backward:
