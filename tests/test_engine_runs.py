@@ -28,7 +28,8 @@ import os, sys, time
 from pathlib import Path
 from motionsqueeze.cli import main
 from motionsqueeze.engine import optim, preemption
-pause_at, marker = int(os.environ["MS_PAUSE_AT"]), Path(os.environ["MS_MARKER"])
+pause_at = int(os.environ["MS_PAUSE_AT"])
+marker = Path(os.environ["MS_MARKER"] + "." + os.environ.get("RANK", "0"))
 original = optim.LRSchedule.step
 def step(self):
     lr = original(self)
@@ -56,23 +57,29 @@ def _recipe(tmp_path, cfg, name="recipe.yaml") -> Path:
     return path
 
 
-def _start_paused_trainer(tmp_path, recipe, run, pause_at, *extra):
+def _env(**extra):
+    # The same thread count as this process, so that CPU results agree bit for bit.
+    return {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "PYTHONPATH": os.pathsep.join(sys.path),
+            **extra}
+
+
+def _start_paused_trainer(tmp_path, recipe, run, pause_at, *extra, launcher=(), ranks=1):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     marker = tmp_path / f"marker-{pause_at}-{len(list(tmp_path.iterdir()))}"
-    # The same thread count as this process, so that CPU results agree bit for bit.
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "PYTHONPATH": os.pathsep.join(sys.path),
-           "MS_PAUSE_AT": str(pause_at), "MS_MARKER": str(marker)}
-    proc = subprocess.Popen([sys.executable, str(driver), "train", str(recipe), "--out", str(run), *extra],
+    env = _env(MS_PAUSE_AT=str(pause_at), MS_MARKER=str(marker))
+    proc = subprocess.Popen([sys.executable, *launcher, str(driver), "train", str(recipe), "--out", str(run), *extra],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # its own process group, as a batch job has
+    markers = [Path(f"{marker}.{r}") for r in range(ranks)]
     deadline = time.monotonic() + 240
-    while not marker.exists():
+    while not all(m.exists() for m in markers):
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             out, err = proc.communicate()
             pytest.fail(f"the trainer never reached step {pause_at}: rc {proc.returncode}\n{err[-3000:]}")
         time.sleep(0.05)
+    proc.rank_pids = [int(m.read_text()) for m in markers]
     return proc
 
 
@@ -319,3 +326,43 @@ def test_an_absurd_learning_rate_exits_3_with_a_message(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "learning rate" in err and "Lower optim.lr" in err and "Traceback" not in err
     assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+
+
+# ----------------------------------------------------------------------- torchrun
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_torchrun_ranks_stop_when_the_launcher_is_killed_and_resume_bit_exact_with_dropout(tmp_path):
+    cfg = tiny_config(batch_size=2, save_every_steps=1, device="cpu")
+    cfg.model.arch, cfg.model.options = "tsm_tiny", {"dropout": 0.5}
+    cfg.data.train_clips, cfg.data.val_clips, cfg.schedule.epochs = 12, 4, 2  # 3 steps per epoch per rank
+    recipe = _recipe(tmp_path, cfg)
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+    def launch(run, *extra):
+        proc = subprocess.run([sys.executable, *torchrun, "-m", "motionsqueeze", "train", str(recipe), "--out",
+                               str(run), *extra], env=_env(), capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    launch(tmp_path / "straight")
+    run = tmp_path / "killed"
+    proc = _start_paused_trainer(tmp_path, recipe, run, 4, launcher=torchrun, ranks=2)
+    proc.kill()  # SIGKILL to the launcher alone: it cannot stop its workers
+    proc.communicate()
+    deadline = time.monotonic() + 180
+    while any(_alive(pid) for pid in proc.rank_pids):
+        assert time.monotonic() < deadline, "ranks kept running after their launcher was killed"
+        time.sleep(0.1)
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert (state["epoch"], state["step_in_epoch"]) == (1, 1) and len(state["rng_per_rank"]) == 2
+    assert "stop requested (launcher gone)" in (run / "train.log").read_text()
+    launch(run, "--resume", "auto")
+    _same_weights(tmp_path / "straight" / "checkpoints" / "last.pt", run / "checkpoints" / "last.pt")
