@@ -366,3 +366,30 @@ def test_torchrun_ranks_stop_when_the_launcher_is_killed_and_resume_bit_exact_wi
     assert "stop requested (launcher gone)" in (run / "train.log").read_text()
     launch(run, "--resume", "auto")
     _same_weights(tmp_path / "straight" / "checkpoints" / "last.pt", run / "checkpoints" / "last.pt")
+
+
+# ----------------------------------------------------------------------- lists leaving data.root
+
+
+def test_list_paths_leaving_the_root_need_allow_outside_root(tmp_path, capsys):
+    from motionsqueeze.data import build_dataset
+    from motionsqueeze.data.config import DataConfig
+    from motionsqueeze.data.errors import DataError
+    from test_engine_files import FRAMES, _clip
+    from video_factory import write_frame_folder
+
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    for folder in (root / "inside", elsewhere):
+        write_frame_folder(folder, _clip(0, 1))
+    listing = root / "train.txt"
+    listing.write_text(f"inside {FRAMES} 0\n../elsewhere {FRAMES} 1\n{elsewhere} {FRAMES} 1\ninside/../inside {FRAMES} 0\n")
+    cfg = DataConfig(root=str(root), train_list=str(listing), num_classes=2, resize=None, crop_size=32)
+    with pytest.raises(DataError, match=r"train.txt:2: the path '../elsewhere' leaves data.root.*allow_outside_root"):
+        build_dataset(cfg, "train")
+    assert len(build_dataset(cfg.replace(allow_outside_root=True), "train")) == 4
+
+    assert main(["check-data", str(listing), "--root", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "train.txt:2: outside-root" in out and "train.txt:3: outside-root" in out
+    assert ":1: " not in out and ":4: " not in out
+    assert main(["check-data", str(listing), "--root", str(root), "--allow-outside-root"]) == 0
