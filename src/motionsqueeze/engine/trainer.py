@@ -278,13 +278,22 @@ def _check_step_inputs(model: nn.Module, optimizer, grad_norm, run: Path, epoch:
         )
 
 
+def _all_finite(tensors: list[torch.Tensor]) -> bool:
+    """One fused pass: 0 * x is 0 for finite x and NaN for NaN or inf."""
+    if not tensors:
+        return True
+    return bool(torch.isfinite(torch.stack([n.float() for n in torch._foreach_norm(torch._foreach_mul(tensors, 0.0))]).sum()))
+
+
 def _check_finite_state(model: nn.Module, optimizer, run: Path, epoch: int, step_in_epoch: int, info: DistInfo) -> None:
     """Refuse to save weights or optimiser state holding NaN or inf: the last good
     checkpoint must stay good. Same answer on every rank (their weights are equal)."""
-    bad = [k for k, v in _unwrap(model).state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    for slot in optimizer.state.values():
-        bad += [f"optimizer.{k}" for k, v in slot.items()
-                if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    named = [(k, v) for k, v in _unwrap(model).state_dict().items() if v.is_floating_point()]
+    named += [(f"optimizer.{k}", v) for slot in optimizer.state.values() for k, v in slot.items()
+              if torch.is_tensor(v) and v.is_floating_point() and v.numel()]
+    if _all_finite([v for _, v in named]):
+        return
+    bad = [k for k, v in named if not torch.isfinite(v).all()]
     if bad:
         raise NonFiniteLossError(
             f"{len(bad)} tensor(s) became NaN or infinite by epoch {epoch}, step {step_in_epoch} (e.g. "
