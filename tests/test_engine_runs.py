@@ -172,6 +172,9 @@ def test_allowed_changes_are_logged_and_harmless_ones_need_no_flag(one_epoch, tm
     now["schedule"]["epochs"] = 1
     now["data"]["train_clips"] = now["data"]["val_clips"] = 8
     assert check_resume_config(saved, now, "last.pt") == {}  # workers / log_every change nothing
+    # A field added after the checkpoint was written, at its default, is no change.
+    older = {**saved, "optim": {k: v for k, v in saved["optim"].items() if k != "bias_lr_mult"}}
+    assert check_resume_config(older, now, "last.pt", defaults=config_to_dict(small_config())) == {}
     now["optim"]["lr"] = 0.5
     with pytest.raises(ValueError, match=r"optim.lr: 0.003 -> 0.5.*--allow-change optim.lr"):
         check_resume_config(saved, now, "last.pt")

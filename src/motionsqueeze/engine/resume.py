@@ -41,24 +41,28 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def config_changes(saved: dict, current: dict) -> dict[str, tuple]:
-    """``{dotted key: (saved value, current value)}`` for every key that differs."""
-    a, b = _flatten(saved or {}), _flatten(current or {})
+def config_changes(saved: dict, current: dict, defaults: dict | None = None) -> dict[str, tuple]:
+    """``{dotted key: (saved value, current value)}`` for every key that differs. A key that
+    the saved recipe lacks (it predates the field) and that now holds its default in
+    ``defaults`` is no change."""
+    a, b, d = _flatten(saved or {}), _flatten(current or {}), _flatten(defaults or {})
     return {k: (a.get(k, _MISSING), b.get(k, _MISSING)) for k in sorted(set(a) | set(b))
-            if a.get(k, _MISSING) != b.get(k, _MISSING)}
+            if a.get(k, _MISSING) != b.get(k, _MISSING)
+            and not (k not in a and k in d and b.get(k) == d[k])}
 
 
 def _allowed(key: str, allow) -> bool:
     return any(key == a or key.startswith(a.rstrip(".") + ".") for a in allow)
 
 
-def check_resume_config(saved: dict | None, current: dict, checkpoint, allow=()) -> dict[str, tuple]:
+def check_resume_config(saved: dict | None, current: dict, checkpoint, allow=(), defaults: dict | None = None
+                        ) -> dict[str, tuple]:
     """Raise ``ValueError`` listing the changed keys unless each is harmless or allowed;
-    return the allowed changes (to be logged)."""
+    return the allowed changes (to be logged). ``defaults``: see :func:`config_changes`."""
     if saved is None:
         raise ValueError(f"checkpoint {checkpoint} holds no recipe, so resuming cannot check that it "
                          f"continues the same run; start a new run folder with model.init_from={checkpoint}")
-    changes = {k: v for k, v in config_changes(saved, current).items() if not _allowed(k, HARMLESS_KEYS)}
+    changes = {k: v for k, v in config_changes(saved, current, defaults).items() if not _allowed(k, HARMLESS_KEYS)}
     refused = {k: v for k, v in changes.items() if not _allowed(k, allow)}
     if refused:
         listing = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in refused.items())

@@ -402,7 +402,10 @@ def _fit(cfg: TrainConfig, info: DistInfo, run: Path, resume, quiet, allow_chang
     if info.is_main:
         remove_stale_temp_files(run, log)
     state = load_checkpoint(ckpt_path, map_location="cpu") if ckpt_path else None
-    allowed = check_resume_config(state.get("config"), config_to_dict(cfg), ckpt_path, allow_changes) if state else {}
+    allowed = {}
+    if state is not None:
+        defaults = config_to_dict(TrainConfig(data=type(cfg.data)()))  # for fields newer than the checkpoint
+        allowed = check_resume_config(state.get("config"), config_to_dict(cfg), ckpt_path, allow_changes, defaults)
 
     # --- data
     class_names = class_names_of(cfg.data)
