@@ -337,14 +337,6 @@ def test_an_absurd_learning_rate_exits_3_with_a_message(tmp_path, capsys):
 # ----------------------------------------------------------------------- torchrun
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 
