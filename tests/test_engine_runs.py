@@ -237,7 +237,7 @@ def test_out_naming_an_existing_file_is_a_clear_error(tmp_path, capsys):
     assert main(["train", str(recipe), "--out", str(afile)]) == 2
     assert main(["train", str(recipe), "--out", str(afile / "sub")]) == 2
     err = capsys.readouterr().err
-    assert f"the run folder {afile} (--out) is an existing file" in err and f"{afile} is a file" in err
+    assert f"{afile} is an existing file where a folder is needed" in err and f"{afile} is a file" in err
     assert afile.read_text() == "not a folder"
 
 
@@ -324,14 +324,16 @@ def test_non_finite_weights_are_never_saved(tmp_path, monkeypatch):
     assert not (tmp_path / "checkpoints" / "last.pt").exists()
 
 
-def test_an_absurd_learning_rate_exits_3_with_a_message(tmp_path, capsys):
+def test_an_absurd_learning_rate_is_refused_before_any_step(tmp_path, capsys):
     cfg = small_config()
-    cfg.optim.lr = 1e300
-    recipe = _recipe(tmp_path, cfg)
-    assert main(["train", str(recipe), "--out", str(tmp_path / "run")]) == 3
-    err = capsys.readouterr().err
-    assert "learning rate" in err and "Lower optim.lr" in err and "Traceback" not in err
+    cfg.optim.lr = 1e300  # past the recipe's range check: the trainer's own guard
+    with pytest.raises(NonFiniteLossError, match=r"learning rate .* beyond what torch.float32 holds.*Lower optim.lr"):
+        fit(cfg, run_dir=tmp_path / "run", quiet=True)
     assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+    recipe = _recipe(tmp_path, cfg)  # from a recipe file the range check refuses it at load
+    assert main(["train", str(recipe), "--out", str(tmp_path / "run2")]) == 2
+    err = capsys.readouterr().err
+    assert "optim.lr" in err and "Traceback" not in err
 
 
 # ----------------------------------------------------------------------- torchrun

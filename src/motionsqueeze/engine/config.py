@@ -238,7 +238,7 @@ class RunConfig:
     progress: bool = True
     tensorboard: bool = True
     max_steps_per_epoch: int = 0
-    stop_signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1")
+    stop_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])
 
 
 @dataclass

@@ -355,7 +355,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, resume: str | None 
 def _run_folder(cfg: TrainConfig, run_dir) -> Path:
     run = Path(run_dir or cfg.out or Path("runs") / Path(cfg.source or "run").stem)
     if run.exists() and not run.is_dir():
-        raise ValueError(f"the run folder {run} (--out) is an existing file, not a folder; "
+        raise ValueError(f"the run folder (--out): {run} is an existing file where a folder is needed; "
                          f"choose another --out (a folder, created if missing)")
     for parent in run.parents:
         if parent.exists() and not parent.is_dir():
