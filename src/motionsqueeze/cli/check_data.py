@@ -34,6 +34,9 @@ def add_parser(sub):
     p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
     p.add_argument("--write-good", metavar="FILE", default=None,
                    help="also write the entries without problems to FILE, a list of the same format")
+    p.add_argument("--allow-outside-root", action="store_true",
+                   help="accept absolute paths and paths that climb out of --root with '..' (as "
+                   "data.allow_outside_root does); reported as outside-root otherwise")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.add_argument("--fingerprint", action="store_true",
                    help="instead of checking, print a short summary to compare two copies of a dataset: "
@@ -56,6 +59,7 @@ def run(args) -> int:
         args.list, args.root, fmt=args.format, template=args.template, start_index=args.start_index,
         class_names=args.classes, num_classes=args.num_classes, min_frames=args.min_frames,
         full=args.full, workers=args.workers, progress=not args.quiet,
+        allow_outside_root=args.allow_outside_root,
     )
     if not args.quiet:
         for p in report.problems:

@@ -35,6 +35,7 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "VideoRecord",
     "parse_list_line",
+    "leaves_root",
     "read_list",
     "scan_list",
     "write_list",
@@ -68,6 +69,17 @@ class VideoRecord:
     label: int = -1
     num_frames: int | None = None
     line: int = 0
+
+
+def leaves_root(path: str, root: str) -> bool:
+    """Whether a list path points outside ``root``: absolute, or climbing out with ``..``.
+    Without a root (``""``) paths are taken as written and nothing is outside."""
+    if not root:
+        return False
+    if os.path.isabs(path):
+        return True
+    parts = os.path.normpath(path).split(os.sep)
+    return parts[0] == os.pardir
 
 
 def _where(source: str, line: int) -> str:

@@ -9,7 +9,9 @@ Problem kinds (:data:`~motionsqueeze.data.errors.KINDS`):
 * ``wrong-count``: a frame folder with more frames than the list says (a stale list);
 * ``too-short``: fewer frames than ``min_frames``;
 * ``mislabelled``: a label outside ``0..num_classes-1``, or a file inside a folder named
-  after a different class than its label.
+  after a different class than its label;
+* ``outside-root``: an absolute path, or one climbing out of the root with ``..`` (training
+  refuses it unless ``data.allow_outside_root`` is set).
 
 By default a frame folder is listed and its first and last frames decoded, and a video is
 opened, indexed and its first and last frames decoded; ``full=True`` decodes every frame.
@@ -24,7 +26,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
-from .annotations import VIDEO_EXTENSIONS, VideoRecord, load_class_names, scan_list
+from .annotations import VIDEO_EXTENSIONS, VideoRecord, leaves_root, load_class_names, scan_list
 from .errors import DataError
 from .readers import FrameFolderReader, VideoReader, _too_short, scan_frame_folder, start_index_hint
 
@@ -199,8 +201,8 @@ def _label_problem(record: VideoRecord, names: list[str], path: str) -> tuple[st
 
 def check_list(list_path: str, root: str = "", *, fmt: str | None = None, template: str = "{:05d}.jpg",
                start_index: int = 1, class_names: str | None = None, num_classes: int | None = None,
-               min_frames: int = 1, full: bool = False, workers: int = 1, progress: bool = False
-               ) -> CheckReport:
+               min_frames: int = 1, full: bool = False, workers: int = 1, progress: bool = False,
+               allow_outside_root: bool = False) -> CheckReport:
     """Check every entry of ``list_path`` (paths relative to ``root``).
 
     Args:
@@ -212,6 +214,7 @@ def check_list(list_path: str, root: str = "", *, fmt: str | None = None, templa
         full: decode every frame instead of the first and the last.
         workers: processes checking entries in parallel.
         progress: show a progress bar on stderr.
+        allow_outside_root: do not report paths that leave ``root`` (``outside-root``).
 
     Raises:
         DataError: the list or class-names file itself cannot be read.
@@ -229,6 +232,9 @@ def check_list(list_path: str, root: str = "", *, fmt: str | None = None, templa
         if names is not None:
             wrong = _label_problem(record, names, job.path)
             found = found + [wrong] if wrong else found
+        if not allow_outside_root and leaves_root(record.path, root):
+            found = found + [("outside-root", f"{record.path} leaves the root {root} (set "
+                                              f"data.allow_outside_root: true if that is meant)")]
         problems.extend(Problem(record.line, record.path, kind, msg) for kind, msg in found)
         if not found:
             report.good.append(record)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __all__ = ["DataError", "KINDS"]
 
-KINDS = ("missing", "unreadable", "truncated", "too-short", "mislabelled", "malformed", "wrong-count")
+KINDS = ("missing", "unreadable", "truncated", "too-short", "mislabelled", "malformed", "wrong-count", "outside-root")
 """Problem kinds, as ``check-data`` reports them."""
 
 

@@ -218,6 +218,9 @@ class RunConfig:
         tensorboard: also log to TensorBoard when it is installed.
         max_steps_per_epoch: cap on steps per epoch (for smoke tests); 0 for no cap; range
             [0, 1000000000].
+        stop_signals: signal names that make the run save a resumable checkpoint at the next
+            step boundary and exit with code 75 (preemption); default ``[SIGTERM, SIGUSR1]``;
+            ``[]`` keeps the signals' default action.
     """
 
     batch_size: int = 8
@@ -235,6 +238,7 @@ class RunConfig:
     progress: bool = True
     tensorboard: bool = True
     max_steps_per_epoch: int = 0
+    stop_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])
 
 
 @dataclass

@@ -147,7 +147,18 @@ def load_trained_model(path, map_location="cpu") -> tuple[nn.Module, list[str] |
     m.pop("init_from", None)
     names = state.get("class_names")
     data = state["config"]["data"]
+    fc = state["model"].get("fc.weight")
+    if not names or (fc is not None and fc.shape[0] != len(names)):
+        raise ValueError(f"training checkpoint {path} has {len(names or [])} class names for a classifier of "
+                         f"{None if fc is None else fc.shape[0]} outputs: it was edited or damaged; use the run's "
+                         f"best.safetensors or final.safetensors")
     model = create_model(arch, num_classes=len(names), num_segments=data["num_segments"], **m)
+    from ..models.weights import compare_keys
+
+    mismatch = compare_keys(model.state_dict(), state["model"])
+    if mismatch:
+        raise ValueError(f"training checkpoint {path} does not match the model its recipe describes "
+                         f"({mismatch.describe()}): it was edited or damaged")
     model.load_state_dict(state["model"])
     from types import SimpleNamespace
 
