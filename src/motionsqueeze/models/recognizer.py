@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 
 from torch import Tensor, nn
 
-from ..layers import MotionSqueeze, TemporalShift
+from ..layers import CausalTemporalShift, MotionSqueeze, TemporalShift
 from .resnet import RESNET_DEPTHS, STAGE_NAMES, resnet
 
 __all__ = ["ModelConfig", "VideoRecognizer", "build_model"]
@@ -38,6 +38,9 @@ class ModelConfig:
         temporal_shift: TSM's residual shift before conv1 of every block.
         shift_div: 1/shift_div of the channels move each way.
         dropout: dropout probability before the classifier.
+        causal: ``False`` (default) or ``True``: frame t sees only frames <= t, for streaming
+            (docs/streaming.md): the shift moves 1/shift_div of the channels from t-1 only,
+            and MotionSqueeze matches frame t-1 to t (zero motion at the first frame).
     MotionSqueeze (ignored when ``motion_stages`` is empty):
         motion_stages: stages after which a MotionSqueeze module sits (``"res2".."res5"``).
         reduced_channels: C', width at which frames are matched.
@@ -58,6 +61,7 @@ class ModelConfig:
     temporal_shift: bool = True
     shift_div: int = 8
     dropout: float = 0.5
+    causal: bool = False
     motion_stages: tuple[str, ...] = ("res3",)
     reduced_channels: int = 64
     patch_size: int = 15
@@ -85,6 +89,8 @@ class ModelConfig:
             raise ValueError(f"num_classes must be positive, got {self.num_classes}")
         if self.num_segments < 1:
             raise ValueError(f"num_segments must be positive, got {self.num_segments}")
+        if not isinstance(self.causal, bool):
+            raise ValueError(f"causal must be true or false, got {self.causal!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -118,9 +124,10 @@ class VideoRecognizer(nn.Module):
         self.backbone = resnet(c.depth, num_classes=0, **kwargs)
         self.num_segments = c.num_segments
         if c.temporal_shift:
+            shift = CausalTemporalShift if c.causal else TemporalShift
             for _, stage in self.backbone.stages():
                 for block in stage:
-                    block.shift = TemporalShift(c.num_segments, c.shift_div)
+                    block.shift = shift(c.num_segments, c.shift_div)
         self.motion = nn.ModuleDict(
             {
                 stage: MotionSqueeze(
@@ -133,6 +140,7 @@ class VideoRecognizer(nn.Module):
                     last_frame=c.last_frame,
                     transform_channels=c.transform_channels,
                     backend=c.backend,
+                    causal=c.causal,
                 )
                 for stage in c.motion_stages
             }

@@ -37,6 +37,10 @@ for _family, _fields in _FAMILIES.items():
         f"{_family}_tiny", depth=10, widths=(16, 32, 64, 128), reduced_channels=32, **_fields
     )
 
+# Causal variants for streaming (docs/streaming.md): frame t sees only frames <= t.
+for _name in [n for n in _REGISTRY if n.startswith(("tsm_", "msnet_"))]:
+    register_model(f"{_name}_causal", **_REGISTRY[_name], causal=True)
+
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered names matching a shell-style pattern, sorted."""
