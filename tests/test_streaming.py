@@ -253,3 +253,15 @@ def test_stream_bad_inputs_give_clear_messages(stream_files, tmp_path, capsys, m
     monkeypatch.setattr(stream_cli._Source, "frames", stalled)
     assert main(["stream", str(stream_files / "clip.mp4"), "--checkpoint", ckpt, "--stall-timeout", "0.2"]) == 1
     assert "stalled" in capsys.readouterr().err
+
+
+def test_streaming_benchmark_prints_its_tables():
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "streaming.py"
+    cmd = [sys.executable, str(script), "--models", "tsm_tiny_causal,msnet_tiny_causal", "--size", "32",
+           "--frames", "2", "--rounds", "1", "--frames-per-round", "2", "--threads", "1"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True).stdout
+    assert "| msnet_tiny_causal |" in out and "stream fps" in out
+    assert "MSNet time / TSM time" in out and "| tiny_causal |" in out

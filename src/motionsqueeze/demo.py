@@ -24,7 +24,8 @@ import torch
 
 __all__ = ["DEMO_MODELS", "run_demo"]
 
-DEMO_MODELS = ("tsn_tiny", "tsm_tiny", "msnet_tiny")
+# msnet_tiny_causal: the streaming variant (past frames only, docs/streaming.md).
+DEMO_MODELS = ("tsn_tiny", "tsm_tiny", "msnet_tiny", "msnet_tiny_causal")
 
 
 def _machine() -> str:

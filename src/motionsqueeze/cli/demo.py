@@ -12,7 +12,7 @@ def add_parser(sub):
         "folder. Re-running on the same folder reuses finished runs.",
     )
     p.add_argument("--out", default="motionsqueeze-demo", help="report folder (default ./motionsqueeze-demo)")
-    p.add_argument("--models", default=None, help="comma-separated model names (default tsn_tiny,tsm_tiny,msnet_tiny)")
+    p.add_argument("--models", default=None, help="comma-separated model names (default tsn_tiny,tsm_tiny,msnet_tiny,msnet_tiny_causal)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of the bundled 'synthetic' recipe, e.g. --set schedule.epochs=2")
     return p

@@ -120,13 +120,8 @@ def _reader(source: _Source, q: queue.Queue, rate: float, stop: threading.Event,
                 if delay > 0:
                     time.sleep(delay)
             item = (i, t if t is not None else i / (rate or source.rate), frame, time.perf_counter())
-            if rate == 0 and not source.live:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
+            if rate == 0 and not source.live:  # wait for room: every frame is processed
+                _put_waiting(q, item, stop)
                 continue
             while True:
                 try:
@@ -138,12 +133,12 @@ def _reader(source: _Source, q: queue.Queue, rate: float, stop: threading.Event,
                         counts["dropped"] += 1
                     except queue.Empty:
                         pass
-        _put_last(q, _END, stop)
+        _put_waiting(q, _END, stop)
     except Exception as exc:  # noqa: BLE001 - handed to the main thread, which reports it
-        _put_last(q, exc, stop)
+        _put_waiting(q, exc, stop)
 
 
-def _put_last(q: queue.Queue, item, stop: threading.Event) -> None:
+def _put_waiting(q: queue.Queue, item, stop: threading.Event) -> None:
     while not stop.is_set():
         try:
             q.put(item, timeout=0.1)
@@ -152,13 +147,12 @@ def _put_last(q: queue.Queue, item, stop: threading.Event) -> None:
             continue
 
 
-def _prepare(frame, model, resize, size):
+def _prepare(frame, transform, pre):
     import torch
 
-    from ..data.transforms import EvalTransform, normalize_clip
+    from ..data.transforms import normalize_clip
 
-    clip = EvalTransform(resize, size, 1)(torch.from_numpy(frame).unsqueeze(0))  # (1, 1, 3, S, S)
-    pre = model.preprocess
+    clip = transform(torch.from_numpy(frame).unsqueeze(0))  # (1, 1, 3, S, S)
     return normalize_clip(clip[0, 0], pre["mean"], pre["std"])
 
 
@@ -205,6 +199,7 @@ def run(args) -> int:
     import torch
 
     from ..engine.evaluate import load_trained_model
+    from ..engine.predict import eval_transform
     from ..models.streaming import StreamingRecognizer, check_causal
 
     if args.topk < 1:
@@ -221,11 +216,7 @@ def run(args) -> int:
     except ValueError as exc:
         raise ValueError(f"{args.checkpoint}: {exc}") from None
     streamer = StreamingRecognizer(model, args.window)
-    pre = model.preprocess
-    extra = getattr(model, "extra", {}) or {}
-    size = pre["input_size"] if isinstance(pre["input_size"], int) else pre["input_size"][0]
-    resize = extra["resize"] if "resize" in extra else round(size * 256 / 224)
-    resize = tuple(resize) if isinstance(resize, list) else resize
+    transform = eval_transform(model)
     names = getattr(model, "class_names", None) or [f"class {i}" for i in range(model.num_classes)]
 
     source = _Source(args.source, args.template, args.start_index)
@@ -255,7 +246,7 @@ def run(args) -> int:
                 break
             index, t, frame, read_at = item
             begin = time.perf_counter()
-            probs = streamer.step(_prepare(frame, model, resize, size)).softmax(dim=0)
+            probs = streamer.step(_prepare(frame, transform, model.preprocess)).softmax(dim=0)
             done = time.perf_counter()
             latency_ms, age_ms = (done - begin) * 1000, (done - read_at) * 1000
             latencies.append(latency_ms)

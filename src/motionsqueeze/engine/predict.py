@@ -12,13 +12,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["prepare_video", "predict_video"]
+__all__ = ["prepare_video", "predict_video", "eval_transform"]
 
 
-def prepare_video(model: nn.Module, source: str | Path, *, template: str = "{:05d}.jpg", start_index: int = 1) -> torch.Tensor:
-    """``(1, T, 3, S, S)`` uint8 clip of ``source`` for ``model`` (see the module docstring)."""
-    from ..data import open_clip_source
-    from ..data.sampling import ClipSampler
+def eval_transform(model: nn.Module):
+    """The :class:`EvalTransform` (one centre crop) that evaluation applies for ``model``."""
     from ..data.transforms import EvalTransform
 
     pre = model.preprocess
@@ -27,12 +25,21 @@ def prepare_video(model: nn.Module, source: str | Path, *, template: str = "{:05
     # The recipe's resize (None: frames as decoded); files without it: shorter side 256/224 x input.
     resize = extra["resize"] if "resize" in extra else round(size * 256 / 224)
     resize = tuple(resize) if isinstance(resize, list) else resize
+    return EvalTransform(resize, size, 1)
+
+
+def prepare_video(model: nn.Module, source: str | Path, *, template: str = "{:05d}.jpg", start_index: int = 1) -> torch.Tensor:
+    """``(1, T, 3, S, S)`` uint8 clip of ``source`` for ``model`` (see the module docstring)."""
+    from ..data import open_clip_source
+    from ..data.sampling import ClipSampler
+    pre = model.preprocess
+    extra = getattr(model, "extra", {}) or {}
     sampler = ClipSampler(pre["num_segments"], extra.get("sampling", "segment"), extra.get("dense_stride"), extra.get("dense_window", 64))
     with open_clip_source(source, template=template, start_index=start_index) as reader:
         if reader.num_frames < 1:
             raise ValueError(f"{source}: no frames could be read")
         frames = reader.read(sampler.even(reader.num_frames, 1)[0])
-    return EvalTransform(resize, size, 1)(frames)  # (1, T, 3, S, S)
+    return eval_transform(model)(frames)  # (1, T, 3, S, S)
 
 
 @torch.no_grad()

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from .temporal_shift import check_segments
+from .temporal_shift import TemporalShift, check_segments
 
 __all__ = ["causal_temporal_shift", "CausalTemporalShift"]
 
@@ -56,8 +56,9 @@ class _StepIO:
         self.next: Tensor | None = None
 
 
-class CausalTemporalShift(nn.Module):
-    """Module form of :func:`causal_temporal_shift` with a one-frame step.
+class CausalTemporalShift(TemporalShift):
+    """Module form of :func:`causal_temporal_shift` with a one-frame step (a
+    :class:`TemporalShift` with the same arguments, past-only).
 
     Normally it maps whole clips. While a streaming step runs, ``step_io`` holds the previous
     frame's buffer: the module then maps one frame per clip ``(N, C, H, W)`` with
@@ -66,13 +67,7 @@ class CausalTemporalShift(nn.Module):
     """
 
     def __init__(self, num_segments: int, fold_div: int = 8):
-        super().__init__()
-        if num_segments < 1:
-            raise ValueError(f"num_segments must be positive, got {num_segments}")
-        if fold_div < 1:
-            raise ValueError(f"fold_div must be at least 1, got {fold_div}")
-        self.num_segments = num_segments
-        self.fold_div = fold_div
+        super().__init__(num_segments, fold_div)
         self.step_io: _StepIO | None = None
 
     def step(self, x: Tensor, prev: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -94,4 +89,4 @@ class CausalTemporalShift(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return f"num_segments={self.num_segments}, fold_div={self.fold_div}, causal=True"
+        return super().extra_repr() + ", causal=True"

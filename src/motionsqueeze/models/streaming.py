@@ -93,7 +93,8 @@ def _motion_stages(model: nn.Module) -> list[str]:
 def check_causal(model: nn.Module) -> None:
     """``ValueError`` unless every frame's output depends on past and present frames only."""
     future = [type(m).__name__ for m in model.modules()
-              if isinstance(m, TemporalShift) or (isinstance(m, MotionSqueeze) and not m.causal)]
+              if (isinstance(m, TemporalShift) and not isinstance(m, CausalTemporalShift))
+              or (isinstance(m, MotionSqueeze) and not m.causal)]
     if future:
         arch = getattr(model, "arch", None) or "the model"
         raise ValueError(
