@@ -1,7 +1,7 @@
 """Streaming inference on the CPU: per-frame latency of the causal step vs whole-clip cost.
 
-For each causal model (default: tsm and msnet of every registered backbone except the
-deepest ResNets), in interleaved rounds so that load from other processes hits all models
+For tsm and msnet of each backbone (default: every registered one except ResNet-34/101),
+built with ``causal=True``, in interleaved rounds so that load from other processes hits all models
 alike:
 
 * step: one frame through :class:`motionsqueeze.models.streaming.StreamingRecognizer`
@@ -16,7 +16,7 @@ ms, and MSNet's step time over TSM's for the same backbone. Nothing is asserted.
 Usage::
 
     python benchmarks/streaming.py                                   # 224x224, 2 threads
-    python benchmarks/streaming.py --models msnet_tiny_causal --size 64 --rounds 1   # smoke run
+    python benchmarks/streaming.py --models tsm_tiny,msnet_tiny --size 64 --rounds 1   # smoke run
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from common import environment, print_table
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default=None,
-                   help="comma-separated causal models (default: tsm/msnet *_causal of every backbone but r34/r101)")
+                   help="comma-separated registered models, built causal (default: tsm_*/msnet_* but r34/r101)")
     p.add_argument("--size", type=int, default=224, help="frame height and width (default 224)")
     p.add_argument("--frames", type=int, default=8, help="T, frames per clip and score window (default 8)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
@@ -56,8 +56,8 @@ def _cpu() -> str:
 def _default_models():
     from motionsqueeze.models import list_models
 
-    skip = ("_r34_", "_r101_")
-    return [n for n in list_models("*_causal") if n.split("_")[0] in ("tsm", "msnet") and not any(s in n for s in skip)]
+    skip = ("_r34", "_r101", "_causal")
+    return [n for n in list_models("tsm_*") + list_models("msnet_*") if not n.endswith(skip)]
 
 
 def main(argv=None) -> None:
@@ -75,7 +75,7 @@ def main(argv=None) -> None:
     models, streams = {}, {}
     for name in names:
         torch.manual_seed(0)
-        models[name] = create_model(name, num_classes=args.classes, num_segments=args.frames).eval()
+        models[name] = create_model(name, num_classes=args.classes, num_segments=args.frames, causal=True).eval()
         streams[name] = StreamingRecognizer(models[name])
     step_ms = {n: [] for n in names}
     clip_ms = {n: [] for n in names}
@@ -103,7 +103,7 @@ def main(argv=None) -> None:
     rows = []
     for name in names:
         s, c = statistics.median(step_ms[name]), statistics.median(clip_ms[name])
-        rows.append([name, f"{s:.1f}", f"{1000 / s:.1f}", f"{c:.1f}", f"{c * args.frames:.0f}", f"{c / s:.2f}"])
+        rows.append([f"{name} causal", f"{s:.1f}", f"{1000 / s:.1f}", f"{c:.1f}", f"{c * args.frames:.0f}", f"{c / s:.2f}"])
     print_table(["model", "step ms/frame", "stream fps", "whole clip ms/frame",
                  f"re-run window ms/frame (T={args.frames})", "whole clip / step"], rows)
     pairs = []

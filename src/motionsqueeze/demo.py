@@ -1,9 +1,10 @@
 """``motionsqueeze demo``: TSN vs TSM vs MSNet on the built-in synthetic motion set, on the CPU.
 
-The three models share one small backbone (ResNet-10 at a quarter width, ``*_tiny``) and
-one recipe (the bundled ``synthetic`` recipe); they differ only in temporal modelling. Since
+The models share one small backbone (ResNet-10 at a quarter width, ``*_tiny``) and one
+recipe (the bundled ``synthetic`` recipe); they differ only in temporal modelling. Since
 a single frame of the synthetic set carries no class information, TSN stays near chance,
-and the gap to TSM and MSNet measures what temporal modelling and explicit motion add.
+and the gap to TSM and MSNet measures what temporal modelling and explicit motion add. The
+causal MSNet (past frames only, for streaming) shows what motion from t-1 to t alone gives.
 
 The report folder holds ``results.json``, ``results.md`` (the printed table),
 ``training_curves.png``, ``confusion_<model>.png``, ``motion_field.png`` (MSNet's

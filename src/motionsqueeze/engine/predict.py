@@ -32,6 +32,7 @@ def prepare_video(model: nn.Module, source: str | Path, *, template: str = "{:05
     """``(1, T, 3, S, S)`` uint8 clip of ``source`` for ``model`` (see the module docstring)."""
     from ..data import open_clip_source
     from ..data.sampling import ClipSampler
+
     pre = model.preprocess
     extra = getattr(model, "extra", {}) or {}
     sampler = ClipSampler(pre["num_segments"], extra.get("sampling", "segment"), extra.get("dense_stride"), extra.get("dense_window", 64))

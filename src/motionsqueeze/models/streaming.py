@@ -100,7 +100,7 @@ def check_causal(model: nn.Module) -> None:
         raise ValueError(
             f"{arch} is not causal: its {future[0]} layers look at the next frame, which a live "
             f"stream does not have yet. Streaming needs a model built with causal: true (e.g. "
-            f"msnet_tiny_causal, or model option causal=true in the recipe) and trained that way"
+            f"create_model(..., causal=True), or causal: true under model: in the recipe) and trained that way"
         )
 
 
