@@ -14,7 +14,7 @@ import sys
 
 from .. import __version__
 
-COMMANDS = ["demo", "train", "eval", "predict", "visualize", "flops", "prepare", "check-data", "convert", "export"]
+COMMANDS = ["demo", "train", "eval", "predict", "visualize", "flops", "prepare", "check-data", "convert", "export", "stream"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["model_clip_indices", "prepare_video", "predict_video"]
+__all__ = ["model_clip_indices", "prepare_video", "predict_video", "eval_transform"]
 
 
 def model_clip_indices(model: nn.Module, num_frames: int, count: int | None = None) -> list[int]:
@@ -28,9 +28,8 @@ def model_clip_indices(model: nn.Module, num_frames: int, count: int | None = No
     return sampler.even(num_frames, 1)[0]
 
 
-def prepare_video(model: nn.Module, source: str | Path, *, template: str = "{:05d}.jpg", start_index: int = 1) -> torch.Tensor:
-    """``(1, T, 3, S, S)`` uint8 clip of ``source`` for ``model`` (see the module docstring)."""
-    from ..data import open_clip_source
+def eval_transform(model: nn.Module):
+    """The :class:`EvalTransform` (one centre crop) that evaluation applies for ``model``."""
     from ..data.transforms import EvalTransform
 
     pre = model.preprocess
@@ -39,11 +38,18 @@ def prepare_video(model: nn.Module, source: str | Path, *, template: str = "{:05
     # The recipe's resize (None: frames as decoded); files without it: shorter side 256/224 x input.
     resize = extra["resize"] if "resize" in extra else round(size * 256 / 224)
     resize = tuple(resize) if isinstance(resize, list) else resize
+    return EvalTransform(resize, size, 1)
+
+
+def prepare_video(model: nn.Module, source: str | Path, *, template: str = "{:05d}.jpg", start_index: int = 1) -> torch.Tensor:
+    """``(1, T, 3, S, S)`` uint8 clip of ``source`` for ``model`` (see the module docstring)."""
+    from ..data import open_clip_source
+
     with open_clip_source(source, template=template, start_index=start_index) as reader:
         if reader.num_frames < 1:
             raise ValueError(f"{source}: no frames could be read")
         frames = reader.read(model_clip_indices(model, reader.num_frames))
-    return EvalTransform(resize, size, 1)(frames)  # (1, T, 3, S, S)
+    return eval_transform(model)(frames)  # (1, T, 3, S, S)
 
 
 @torch.no_grad()
