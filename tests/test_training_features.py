@@ -350,3 +350,12 @@ def test_training_feature_settings_out_of_range_are_refused_by_name(tmp_path, ke
     raw = apply_overrides(raw, [f"{key}={value}"])
     with pytest.raises(ConfigError, match=message):
         config_from_dict(raw)
+
+
+def test_training_features_survive_the_run_folder_config_round_trip():
+    from motionsqueeze.engine.config import config_to_dict
+
+    cfg = small_config(**ALL_FEATURES)
+    again = config_from_dict(config_to_dict(cfg))
+    assert again.model.freeze_bn == "partial" and again.train == cfg.train and again.augment == cfg.augment
+    assert "freeze_bn" not in config_to_dict(small_config())["model"]
