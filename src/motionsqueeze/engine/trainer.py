@@ -253,6 +253,8 @@ def _fit(cfg: TrainConfig, info: DistInfo, run_dir, resume, quiet) -> TrainResul
         epoch, step_in_epoch, global_step = state["epoch"], state["step_in_epoch"], state["step"]
         if ema is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
+        elif ema is not None:
+            ema = ModelEMA(model, t.ema_decay)  # switched on at resume: average from the resumed weights
         if state.get("grads"):
             load_gradient_state(model, state["grads"])  # resumed inside an accumulation group
         best, history = state.get("best"), list(state.get("history", []))
