@@ -104,9 +104,9 @@ def test_accumulating_k_batches_equals_one_batch_of_k_times_the_clips(tmp_path):
     # 6 clips: batches of 4 and 2, or groups of 2 + 2 and 2 (a short last group).
     # freeze_bn=all turns BatchNorm into a fixed affine map: a model without batch statistics.
     common = {"model": {"freeze_bn": "all", "dropout": 0.0}, "optim": {"name": "sgd", "lr": 0.05, "nesterov": False}}
-    big = small_config(train={"batch_size": 4, "eval_every": -1}, train_clips=6, **common)
-    acc = small_config(train={"batch_size": 2, "accumulate": 2, "eval_every": -1}, train_clips=6, **common)
-    single = small_config(train={"batch_size": 2, "eval_every": -1}, train_clips=6, **common)
+    big = small_config(train={"batch_size": 4, "eval_every": 0}, train_clips=6, **common)
+    acc = small_config(train={"batch_size": 2, "accumulate": 2, "eval_every": 0}, train_clips=6, **common)
+    single = small_config(train={"batch_size": 2, "eval_every": 0}, train_clips=6, **common)
     fit(big, run_dir=tmp_path / "big", quiet=True)
     fit(acc, run_dir=tmp_path / "acc", quiet=True)
     fit(single, run_dir=tmp_path / "single", quiet=True)
