@@ -145,6 +145,7 @@ def load_trained_model(path, map_location="cpu") -> tuple[nn.Module, list[str] |
     arch = m.pop("arch")
     m.pop("pretrained", None)
     m.pop("init_from", None)
+    m.pop("freeze_bn", None)  # a training setting, not part of the architecture
     names = state.get("class_names")
     data = state["config"]["data"]
     fc = state["model"].get("fc.weight")

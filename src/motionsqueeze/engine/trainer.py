@@ -16,6 +16,11 @@ a run folder:
 
 A stop signal (``train.stop_signals``) saves a resumable checkpoint at the next step
 boundary and raises :class:`~motionsqueeze.engine.preemption.Preempted` (``preemption``).
+* ``ema.safetensors`` - the weights' moving average, with ``train.ema_decay``.
+
+Training features, all off by default (the paper's protocol): frozen / partial BatchNorm
+(``model.freeze_bn``), gradient accumulation (``train.accumulate``), label smoothing,
+class balancing, EMA (``train.*``) and batch augmentation (``augment.*``).
 """
 
 from __future__ import annotations
@@ -31,20 +36,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
 from .checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
 from .config import TrainConfig, config_to_dict
-from .data import build_split, class_names_of, input_size_of
+from ..data.augment import BatchAugment
+from ..models.batchnorm import freeze_batchnorm
+from .accumulate import gradient_state, group_bounds, load_gradient_state, loss_share
+from .data import build_split, class_names_of, input_size_of, labels_of
 from .distributed import DistInfo, all_reduce_sum, cleanup_distributed, init_distributed
+from .ema import ModelEMA
 from .evaluate import run_evaluation
+from .losses import balanced_item_weights, class_weights, training_loss
 from .optim import LRSchedule, build_optimizer, scaled_lr
 from .preemption import Preempted, StopSignals, ignore_stop_signals, stop_requested
 from .resume import check_resume_config, log_allowed_changes, remove_stale_temp_files, rewind_metrics
 from .run_lock import RunFolderBusyError, RunLock
-from .sampling import ResumableSampler, SeededDataset
+from .sampling import ResumableSampler, SeededDataset, batch_generator
 
 __all__ = ["fit", "TrainResult", "NonFiniteLossError", "build_model_from_config", "autocast_context", "prepare_clips"]
 
@@ -420,7 +429,10 @@ def _fit(cfg: TrainConfig, info: DistInfo, run: Path, resume, quiet, allow_chang
     mean, std = tuple(cfg.data.mean), tuple(cfg.data.std)
     train_set = build_split(cfg.data, "train")
     val_set = build_split(cfg.data, "val") if cfg.train.eval_every >= 0 else None
-    sampler = ResumableSampler(len(train_set), seed=t.seed, shuffle=True, rank=info.rank, world_size=info.world_size)
+    train_labels = labels_of(train_set) if t.class_balance != "none" else None
+    item_weights = balanced_item_weights(train_labels, len(class_names)) if t.class_balance == "sampler" else None
+    sampler = ResumableSampler(len(train_set), seed=t.seed, shuffle=True, rank=info.rank, world_size=info.world_size,
+                               weights=item_weights)
     steps_per_epoch = math.ceil(len(sampler) / t.batch_size)
     if t.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, t.max_steps_per_epoch)
@@ -430,13 +442,17 @@ def _fit(cfg: TrainConfig, info: DistInfo, run: Path, resume, quiet, allow_chang
     model = build_model_from_config(cfg, len(class_names), log)
     if cfg.train.sync_bn and info.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    frozen = freeze_batchnorm(model, cfg.model.freeze_bn)
     model.to(device)
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
-    total_batch = t.batch_size * info.world_size
+    total_batch = t.batch_size * info.world_size * t.accumulate
     base_lr = scaled_lr(cfg.optim, total_batch)
     optimizer = build_optimizer(model, cfg.optim, base_lr)
-    schedule = LRSchedule(optimizer, cfg.schedule, base_lr, steps_per_epoch)
+    schedule = LRSchedule(optimizer, cfg.schedule, base_lr, math.ceil(steps_per_epoch / t.accumulate))
+    loss_weight = class_weights(train_labels, len(class_names)).to(device) if t.class_balance == "loss" else None
+    augment = BatchAugment(cfg.augment)
+    ema = ModelEMA(model, t.ema_decay) if t.ema_decay > 0 else None
     scaler = torch.amp.GradScaler(device.type, enabled=(t.amp == "fp16"))
 
     epoch, step_in_epoch, global_step, best, history = 0, 0, 0, None, []
@@ -444,6 +460,12 @@ def _fit(cfg: TrainConfig, info: DistInfo, run: Path, resume, quiet, allow_chang
     if state is not None:
         _restore_training_state(state, ckpt_path, model, optimizer, schedule, scaler, "optim.name" in allowed, log)
         epoch, step_in_epoch, global_step = state["epoch"], state["step_in_epoch"], state["step"]
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
+        elif ema is not None:
+            ema = ModelEMA(model, t.ema_decay)  # switched on at resume: average from the resumed weights
+        if state.get("grads"):
+            load_gradient_state(model, state["grads"])  # resumed inside an accumulation group
         best, history = state.get("best"), list(state.get("history", []))
         if step_in_epoch:
             epoch_sums, epoch_skipped, epoch_seconds = _epoch_progress_of(state, info)
@@ -467,15 +489,19 @@ def _fit(cfg: TrainConfig, info: DistInfo, run: Path, resume, quiet, allow_chang
         log(
             f"{cfg.model.arch}: {sum(p.numel() for p in model.parameters()):,} parameters, {len(class_names)} classes, "
             f"{len(train_set)} training clips, {steps_per_epoch} steps/epoch x {cfg.schedule.epochs} epochs, "
-            f"batch {t.batch_size} x {info.world_size} process(es), lr {base_lr:g}, device {device}"
+            f"batch {t.batch_size} x {info.world_size} process(es)"
+            f"{f' x {t.accumulate} accumulated' if t.accumulate > 1 else ''}, lr {base_lr:g}, device {device}"
         )
         if state is None and not cfg.model.pretrained and not cfg.model.init_from:
             log("note: model.pretrained and model.init_from are not set: the model starts from random weights "
                 "(the published recipes start from ImageNet or Kinetics weights; --set model.pretrained=FILE)")
+        if frozen:
+            log(f"model.freeze_bn={cfg.model.freeze_bn}: {len(frozen)} BatchNorm layers keep their statistics and affine parameters")
 
     step_model: nn.Module = model
+    ddp_model = None
     if info.enabled:
-        step_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        step_model = ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if t.compile:
         step_model = torch.compile(step_model)
 
@@ -496,6 +522,9 @@ def _fit(cfg: TrainConfig, info: DistInfo, run: Path, resume, quiet, allow_chang
             "world_size": info.world_size,
             "config": config_to_dict(cfg),
             "class_names": class_names,
+            **({"ema": ema.state_dict()} if ema is not None else {}),
+            # Inside an accumulation group: the gradients summed so far.
+            **({"grads": gradient_state(_unwrap(model))} if in_epoch % t.accumulate else {}),
             "train_seconds": trained_seconds + time.perf_counter() - started,
         }
 
@@ -538,30 +567,47 @@ def _fit(cfg: TrainConfig, info: DistInfo, run: Path, resume, quiet, allow_chang
             if step_in_epoch >= steps_per_epoch:
                 break
             skipped += batch["skipped"]
-            clips = prepare_clips(batch["clip"], device, mean, std, t.channels_last)
-            labels = batch["label"].to(device, non_blocking=True)
-            with autocast_context(t.amp, device):
-                logits = step_model(clips)
-                loss = F.cross_entropy(logits.float(), labels)
-            bad = all_reduce_sum((~torch.isfinite(loss.detach())).float(), info)
-            if bad.item() > 0:
-                last = latest_checkpoint(run)
-                raise NonFiniteLossError(
-                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {step_in_epoch + 1}; the run stopped "
-                    f"without saving this state. Last good checkpoint: {last or 'none yet'}. Lower optim.lr, set "
-                    f"optim.clip_grad_norm, or check the data, then resume with --resume auto."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            grad_norm = None
-            if cfg.optim.clip_grad_norm:
-                scaler.unscale_(optimizer)
-                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad_norm)
-            if not scaler.is_enabled():  # fp16's scaler skips steps with inf gradients itself
-                _check_step_inputs(model, optimizer, grad_norm, run, epoch, step_in_epoch)
-            scaler.step(optimizer)
-            scaler.update()
-            lr = schedule.step()
+            clips, labels = batch["clip"], batch["label"].to(device, non_blocking=True)
+            g = batch_generator(t.seed, info.rank, epoch, step_in_epoch) if cfg.augment.enabled else None
+            if cfg.augment.jitter or cfg.augment.randaugment_ops:
+                clips = augment.pixels(clips.to(device, non_blocking=True), g)
+            clips = prepare_clips(clips, device, mean, std, t.channels_last)
+            clips, targets = augment.mix(clips, labels, len(class_names), g)
+            first, last = group_bounds(step_in_epoch, t.accumulate, steps_per_epoch)
+            # Inside an accumulation group DDP need not all-reduce gradients (the last batch does).
+            with ddp_model.no_sync() if (ddp_model is not None and not last) else contextlib.nullcontext():
+                with autocast_context(t.amp, device):
+                    logits = step_model(clips)
+                    loss = training_loss(logits, labels, targets, t.label_smoothing, loss_weight)
+                bad = all_reduce_sum((~torch.isfinite(loss.detach())).float(), info)
+                if bad.item() > 0:
+                    last_good = latest_checkpoint(run)
+                    raise NonFiniteLossError(
+                        f"the loss became {loss.item()} at epoch {epoch + 1}, step {step_in_epoch + 1}; the run stopped "
+                        f"without saving this state. Last good checkpoint: {last_good or 'none yet'}. Lower optim.lr, set "
+                        f"optim.clip_grad_norm, or check the data, then resume with --resume auto."
+                    )
+                if first:
+                    optimizer.zero_grad(set_to_none=True)
+                if t.accumulate > 1:
+                    loss_share_ = loss_share(step_in_epoch, t.accumulate, steps_per_epoch, t.batch_size, sampler.per_rank)
+                    scaler.scale(loss * loss_share_).backward()
+                else:
+                    scaler.scale(loss).backward()
+            if last:
+                grad_norm = None
+                if cfg.optim.clip_grad_norm:
+                    scaler.unscale_(optimizer)
+                    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad_norm)
+                if not scaler.is_enabled():  # fp16's scaler skips steps with inf gradients itself
+                    _check_step_inputs(model, optimizer, grad_norm, run, epoch, step_in_epoch)
+                scaler.step(optimizer)
+                scaler.update()
+                lr = schedule.step()
+                if ema is not None:
+                    ema.update(_unwrap(model))
+            else:
+                lr = schedule.lr
             step_in_epoch += 1
             global_step += 1
             loss_sum += loss.detach() * len(labels)
@@ -618,12 +664,17 @@ def _fit(cfg: TrainConfig, info: DistInfo, run: Path, resume, quiet, allow_chang
                 best = {"epoch": epoch, "metric": t.best_metric, "value": metric, **report.summary()}
                 if info.is_main:
                     _save_model_file(_unwrap(model), run / "best.safetensors", cfg, class_names, input_size, mean, std)
+            if ema is not None:
+                ema_report = run_evaluation(ema.module, val_set, info, cfg, class_names, amp=t.amp, channels_last=t.channels_last)
+                row.update({"val_ema_top1": ema_report.top1, "val_ema_top5": ema_report.top5,
+                            "val_ema_mean_class_acc": ema_report.mean_class_acc})
         row["seconds"] = time.perf_counter() - epoch_start
         history.append(row)
         log.record(row)
         log.epoch_row(row)
         if info.is_main:
             val = f"  val top1 {row['val_top1']:.2f} top5 {row['val_top5']:.2f}" if "val_top1" in row else ""
+            val += f"  EMA top1 {row['val_ema_top1']:.2f}" if "val_ema_top1" in row else ""
             log(f"epoch {epoch}/{cfg.schedule.epochs}  loss {row['train_loss']:.4f}  train top1 {row['train_top1']:.2f}{val}  ({row['seconds']:.0f}s)")
         save(epoch, 0)
         if epoch < cfg.schedule.epochs and _stop_agreed(info):
@@ -631,6 +682,8 @@ def _fit(cfg: TrainConfig, info: DistInfo, run: Path, resume, quiet, allow_chang
 
     if info.is_main:
         _save_model_file(_unwrap(model), run / "final.safetensors", cfg, class_names, input_size, mean, std)
+        if ema is not None:
+            _save_model_file(ema.module, run / "ema.safetensors", cfg, class_names, input_size, mean, std)
     log.close()
     total_seconds = trained_seconds + time.perf_counter() - started
     return TrainResult(run_dir=run, model=_unwrap(model), class_names=class_names, history=history, best=best, train_seconds=total_seconds, is_main=info.is_main)
