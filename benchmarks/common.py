@@ -80,3 +80,26 @@ def environment(device: str) -> str:
     interp = " (Triton interpreter)" if os.environ.get("TRITON_INTERPRET") == "1" else ""
     return (f"{name}{interp}, torch {torch.__version__}, triton {version}, "
             f"{datetime.date.today().isoformat()}")
+
+
+def interleaved(fns: dict, rounds: int, warmup: int = 1) -> dict:
+    """Wall-clock times in ms of several callables, run in turn within each round.
+
+    Returns ``{name: [ms per round]}``. Interleaving exposes every callable to the same load,
+    so ratios of one round's times stay meaningful on a busy machine.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def median_ratio(num: list, den: list) -> float:
+    """Median over rounds of the per-round ratio ``num / den``."""
+    return statistics.median(a / b for a, b in zip(num, den))

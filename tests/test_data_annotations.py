@@ -49,6 +49,9 @@ def test_format_is_guessed_from_the_first_path():
     ("a 3 -2\n", "frames", "train.txt:1: label must be a class index >= 0"),
     ("a.mp4 3\n", "frames", "train.txt:1: 'a.mp4' is a video file but this is read as a frame list"),
     ("a.mp4 1 2 3\n", "video", "train.txt:1: malformed line 'a.mp4 1 2 3': too many fields"),
+    # a frame list read by a video recipe: refused, never read as the path "abseiling/x 110"
+    ("abseiling/x 110 0\n", "video", "train.txt:1: malformed line 'abseiling/x 110 0': more number fields "
+     "than a video list line has ('PATH [LABEL]'); is this a frame list"),
 ])
 def test_malformed_lines_name_file_line_and_layout(tmp_path, text, fmt, message):
     path = _write(tmp_path, "train.txt", text)

@@ -113,3 +113,22 @@ def test_data_error_keeps_its_kind_across_processes():
 
     err = pickle.loads(pickle.dumps(DataError("a.mp4: truncated", "truncated")))
     assert str(err) == "a.mp4: truncated" and err.kind == "truncated" and isinstance(err, ValueError)
+
+
+def test_a_zero_byte_frame_in_the_middle_fails_the_default_check(tmp_path, capsys):
+    write_frame_folder(tmp_path / "clip", synthetic_frames(8, 16, 16))
+    (tmp_path / "clip" / "00004.jpg").write_bytes(b"")  # first and last frames are fine
+    (tmp_path / "list.txt").write_text("clip 8 0\n")
+    assert main(["check-data", str(tmp_path / "list.txt"), "--root", str(tmp_path)]) == 1
+    assert (f"{tmp_path / 'list.txt'}:1: unreadable: {tmp_path / 'clip'}: 1 empty frame file(s) (0 bytes), "
+            "e.g. '00004.jpg'") in capsys.readouterr().out
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(frames_data, capsys, monkeypatch):
+    import motionsqueeze.data.progress as progress
+
+    monkeypatch.setattr(progress, "INTERVAL", 0.0)  # a line per item instead of every 30 s
+    main(["check-data", str(frames_data / "list.txt"), "--root", str(frames_data)])
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("checking: 1/8 items (12%), ") and "left" in lines[0]
+    assert lines[-1].startswith("checking: 8/8 items (100%), ") and ", took " in lines[-1]

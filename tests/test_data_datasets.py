@@ -192,3 +192,15 @@ def test_short_videos_still_give_full_clips(data):
     assert levels == sorted(levels) and len(set(levels)) == 5
     assert np.all(np.diff(levels) >= 0)
     assert os.path.isdir(data / "frames" / "b")
+
+
+def test_an_error_in_a_loader_worker_arrives_as_its_own_one_line_message(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from motionsqueeze.data import DataError, VideoRecord, collate_clips
+    from motionsqueeze.data.datasets import VideoClipDataset
+
+    dataset = VideoClipDataset([VideoRecord("gone", 0, 8, 3)], root=str(tmp_path), split="val", source="val.txt")
+    with pytest.raises(DataError) as info:
+        next(iter(DataLoader(dataset, batch_size=1, num_workers=1, collate_fn=collate_clips)))
+    assert str(info.value) == f"val.txt:3: {tmp_path / 'gone'}: frame folder not found"

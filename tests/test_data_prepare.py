@@ -57,6 +57,23 @@ def test_sthv1(tmp_path, capsys):
     assert item["clip"].shape == (2, 3, 16, 16) and item["label"] == 1
 
 
+def test_sthv1_reports_frame_folders_cut_at_a_gap(tmp_path, capsys):
+    frames = synthetic_frames(8, 8, 8)
+    write_frame_folder(tmp_path / "1", frames)
+    write_frame_folder(tmp_path / "2", frames)
+    os.remove(tmp_path / "2" / "00004.jpg")  # 3 frames before the gap, 4 after
+    _put(tmp_path / "something-something-v1-labels.csv", "A\n")
+    _put(tmp_path / "something-something-v1-train.csv", "1;A\n2;A\n")
+    _put(tmp_path / "something-something-v1-validation.csv", "1;A\n")
+    assert _prepare("sthv1", "--root", tmp_path, "--out", tmp_path / "lists") == 0
+    text = capsys.readouterr().out
+    assert ("warning: train: 2: frame 00004.jpg is missing: listed with the 3 frames before the gap, "
+            "4 frames after it are left out") in text
+    assert text.count("warning:") == 1
+    assert (tmp_path / "lists" / "train.txt").read_text() == "1 8 0\n2 3 0\n"
+    assert "train: 2: frame 00004.jpg" in (tmp_path / "lists" / "prepare_warnings.txt").read_text()
+
+
 def test_sthv2_with_resumable_parallel_frame_extraction(tmp_path, clip, capsys):
     videos = tmp_path / "20bn-something-something-v2"
     for vid in ("10", "11", "13"):
@@ -86,7 +103,7 @@ def test_sthv2_with_resumable_parallel_frame_extraction(tmp_path, clip, capsys):
     assert "frames: 2 videos extracted, 0 already done, 1 failed" in text
     assert (out / "train.txt").read_text() == "10 12 0\n"  # the broken video is left out
     assert (out / "val.txt").read_text() == "11 12 1\n"
-    assert sorted(os.listdir(frames)) == ["10", "11"] and len(os.listdir(frames / "10")) == 12
+    assert sorted(os.listdir(frames)) == [".extraction.json", "10", "11"] and len(os.listdir(frames / "10")) == 12
     failures = (out / "extract_failures.txt").read_text()
     assert failures.startswith("13.webm\t") and "13.webm: cannot open the video" in failures
     stamp = os.path.getmtime(frames / "10" / "000001.jpg")
@@ -95,6 +112,18 @@ def test_sthv2_with_resumable_parallel_frame_extraction(tmp_path, clip, capsys):
                     "--extract-frames", frames, "--workers", "2") == 0
     assert "frames: 0 videos extracted, 2 already done, 1 failed" in capsys.readouterr().out
     assert os.path.getmtime(frames / "10" / "000001.jpg") == stamp
+    # A rerun with other settings would keep the old frames: refused, naming what changed.
+    assert _prepare("sthv2", "--root", tmp_path, "--annotations", ann, "--out", out,
+                    "--extract-frames", frames, "--short-side", "6") == 2
+    assert "short_side None -> 6" in capsys.readouterr().err
+    # Every extraction failing is an error, not an empty success.
+    assert _prepare("sthv2", "--root", tmp_path, "--annotations", ann, "--out", tmp_path / "bad",
+                    "--extract-frames", tmp_path / "bad_frames", "--short-side", "6") == 0  # 10, 11 work
+    for vid in ("10", "11"):
+        (videos / f"{vid}.webm").write_bytes(b"broken")
+    assert _prepare("sthv2", "--root", tmp_path, "--annotations", ann, "--out", tmp_path / "none",
+                    "--extract-frames", tmp_path / "none_frames") == 1
+    assert "every video failed to extract (3)" in capsys.readouterr().err
     cfg = DataConfig.from_dict(yaml.safe_load((out / "data.yaml").read_text()))
     assert cfg.format == "frames" and cfg.template == "{:06d}.jpg" and cfg.root == str(frames)
     assert read_list(cfg.train_list)[0].num_frames == 12
@@ -119,6 +148,32 @@ def test_kinetics400(tmp_path, clip):
     cfg = DataConfig.from_dict(yaml.safe_load((out / "data.yaml").read_text()))
     ds = build_dataset(cfg.replace(num_segments=4, resize=None, crop_size=32, sampling="dense", dense_stride=2), "train")
     assert ds[1]["clip"].shape == (4, 3, 32, 32) and ds[1]["label"] == 1
+
+
+def test_kinetics400_duplicate_names_and_a_frames_folder_under_the_root(tmp_path, clip, capsys):
+    root = tmp_path / "k400"
+    # the same clip in val/ and (a stray copy) in train/: each split takes its own
+    for split in ("train", "val"):
+        _copy(clip, root / split / "abseiling" / "aaaaaaaaaaa_000010_000020.mp4")
+    _copy(clip, root / "zz_copy" / "air_drumming" / "bbbbbbbbbbb_000000_000010.mp4")
+    _copy(clip, root / "train" / "air_drumming" / "bbbbbbbbbbb_000000_000010.mp4")
+    # a folder of extracted frames below the root (it holds a video-named file on purpose)
+    _copy(clip, root / "frames" / "cccccccccc_000000_000010.mp4")
+    _put(root / "frames" / ".extraction.json", "{}")
+    header = "label,youtube_id,time_start,time_end,split\n"
+    _put(root / "kinetics-400_train.csv", header + "abseiling,aaaaaaaaaaa,10,20,train\n"
+         "air drumming,bbbbbbbbbbb,0,10,train\nabseiling,cccccccccc,0,10,train\n")
+    _put(root / "kinetics-400_val.csv", header + "abseiling,aaaaaaaaaaa,10,20,val\n")
+    out = tmp_path / "lists"
+    assert _prepare("kinetics400", "--root", root, "--out", out) == 0
+    assert (out / "train.txt").read_text() == ("train/abseiling/aaaaaaaaaaa_000010_000020.mp4 0\n"
+                                               "train/air_drumming/bbbbbbbbbbb_000000_000010.mp4 1\n")
+    assert (out / "val.txt").read_text() == "val/abseiling/aaaaaaaaaaa_000010_000020.mp4 0\n"
+    assert (out / "missing_train.txt").read_text() == "cccccccccc_000000_000010\n"
+    text = capsys.readouterr().out
+    assert ("warning: train: bbbbbbbbbbb_000000_000010: 2 files have this name (train/air_drumming/"
+            "bbbbbbbbbbb_000000_000010.mp4, zz_copy/air_drumming/bbbbbbbbbbb_000000_000010.mp4); listed "
+            "train/air_drumming/bbbbbbbbbbb_000000_000010.mp4") in text
 
 
 def test_hmdb51_three_splits(tmp_path, clip):

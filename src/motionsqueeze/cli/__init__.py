@@ -14,7 +14,7 @@ import sys
 
 from .. import __version__
 
-COMMANDS = ["demo", "train", "eval", "predict", "visualize", "flops", "prepare", "check-data", "convert", "export", "selftest", "fuse", "extract-features"]
+COMMANDS = ["demo", "train", "eval", "predict", "visualize", "flops", "prepare", "check-data", "convert", "export", "stream", "selftest", "fuse", "extract-features"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ def add_parser(sub):
                    help="fuse views by the mean of logits or of softmax probabilities (default: eval.fusion)")
     p.add_argument("--split", choices=("val", "test"), default="val", help="which list to evaluate (default val)")
     p.add_argument("--batch-size", type=int, default=None, help="videos per batch (default: eval.batch_size)")
-    p.add_argument("--workers", type=int, default=None, help="data loading workers (default: train.workers)")
+    p.add_argument("--workers", type=int, default=None, help="data loading workers (default: train.workers, at most the CPU cores available)")
     p.add_argument("--out", default=None, help="output folder (default: <checkpoint folder>/eval-<split>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     return p
@@ -41,10 +41,21 @@ def run(args) -> int:
         cfg.eval.batch_size = args.batch_size
     if args.workers is not None:
         cfg.train.workers = args.workers
+    else:
+        import os
+
+        # The recipe's count is sized for a training node; never more workers than cores here.
+        cfg.train.workers = min(cfg.train.workers, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                else os.cpu_count() or 1)
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / f"eval-{args.split}"
+    keep = {o.split("=", 1)[0].strip()[len("data."):] for o in args.overrides if o.strip().startswith("data.")}
     report = evaluate_checkpoint(cfg, args.checkpoint, split=args.split, out_dir=out, clips=args.clips, crops=args.crops,
-                                 test_segments=args.test_segments)
-    print(f"{report.count} videos ({args.split}), fusion {cfg.eval.fusion}; details in {out / 'metrics.json'}")
+                                 keep=keep, test_segments=args.test_segments)
+    print(f"{args.split}: {report.coverage()}; fusion {cfg.eval.fusion}")
+    for problem in report.skipped[:10]:
+        print(f"  skipped {problem}")
+    if len(report.skipped) > 10:
+        print(f"  ... and {len(report.skipped) - 10} more, all in {out / 'metrics.json'}")
     print(f"top-1 {report.top1:.2f}   top-5 {report.top5:.2f}   mean class accuracy {report.mean_class_acc:.2f}")
     print(f"results in {out}")
     return 0

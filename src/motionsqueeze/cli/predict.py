@@ -26,8 +26,10 @@ def add_parser(sub):
                    "FILE.jsonl (one JSON object per input), line by line as inputs finish")
     p.add_argument("--topk", type=int, default=5, help="classes to show (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON object per input")
-    p.add_argument("--template", default="{:05d}.jpg", help="frame file names of folders (default {:05d}.jpg)")
-    p.add_argument("--start-index", type=int, default=1, help="number of the first frame file (default 1)")
+    p.add_argument("--template", default=None,
+                   help="frame file names of folders (default: the model's training data's, else {:05d}.jpg)")
+    p.add_argument("--start-index", type=int, default=None,
+                   help="number of the first frame file (default: the model's training data's, else 1)")
     p.add_argument("--test-segments", type=int, default=None,
                    help="frames per clip to test at (TSM's test_segments; default: the trained count)")
     p.add_argument("--onnx", action="store_true",
@@ -46,6 +48,8 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    import sys
+
     from ..engine.config import check_device
     from ..engine.inputs import gather_inputs
     from ..engine.evaluate import load_trained_model
@@ -62,6 +66,9 @@ def run(args) -> int:
         model = OnnxRecognizer(args.checkpoint)
     else:
         model, _ = load_trained_model(args.checkpoint, test_segments=args.test_segments)
+    extra = getattr(model, "extra", None) or {}
+    args.template = args.template or extra.get("template") or "{:05d}.jpg"
+    args.start_index = args.start_index if args.start_index is not None else extra.get("start_index") or 1
     if args.window is not None:
         return _run_timeline(model, args)
     if args.annotate or args.timeline_out or args.stride is not None:
@@ -78,6 +85,8 @@ def run(args) -> int:
                                     start_index=args.start_index, device=args.device, clips=args.clips,
                                     crops=args.crops, fusion=args.fusion)
             except (ValueError, OSError) as err:  # one unreadable input: report it and go on
+                if len(inputs) == 1:
+                    raise
                 skipped += 1
                 print(f"skipped: {err}" if source in str(err) else f"skipped {source}: {err}", file=sys.stderr)
                 results.write(source, None, str(err))

@@ -63,11 +63,15 @@ def run(args) -> int:
     for name, records in prepared.splits.items():
         missing = len(prepared.missing.get(name, ()))
         print(f"{name}: {len(records)} items" + (f", {missing} annotated but not found" if missing else ""))
+    for line in prepared.warnings[:20]:
+        print(f"warning: {line}")
+    if len(prepared.warnings) > 20:
+        print(f"warning: ... and {len(prepared.warnings) - 20} more, all in {args.out}/prepare_warnings.txt")
     failures = {}
     if args.extract_frames:
         prepared, failures, before = extract_frames(
             prepared, args.extract_frames, workers=args.workers, template=args.template,
-            short_side=args.short_side, quality=args.quality, progress=sys.stderr.isatty())
+            short_side=args.short_side, quality=args.quality, progress=True)
         total = len({r.path for rs in prepared.splits.values() for r in rs})
         print(f"frames: {total - before} videos extracted, {before} already done, {len(failures)} failed")
     written = write_prepared(prepared, args.out)
@@ -79,7 +83,16 @@ def run(args) -> int:
               f"see {path} (a rerun retries them)")
     if args.dataset in CUSTOM:
         written += _custom_extras(prepared, args)
+    if prepared.warnings:
+        path = f"{args.out}/prepare_warnings.txt"
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in prepared.warnings))
+        written.append(path)
     print("wrote " + ", ".join(written))
+    if failures and not any(prepared.splits.values()):
+        print(f"error: every video failed to extract ({len(failures)}); the lists are empty. The first "
+              f"failure: {next(iter(sorted(failures.items())))[1]}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -25,7 +25,7 @@ def add_parser(sub):
                    help="shorter side of the working frames in pixels (default: the model's input size, or 224)")
     p.add_argument("--step", type=int, default=None,
                    help="frames between the chosen frames (default: 1 without a checkpoint; with one, the "
-                   "model's TSN sampling over the whole clip)")
+                   "model's own sampling as evaluation does: segment centres, or its dense clip and stride)")
     p.add_argument("--start", type=int, default=None, help="first frame (0-based) with --step (default: centred)")
     p.add_argument("--arrows", action=argparse.BooleanOptionalAction, default=True,
                    help="draw arrows over the displacement colours (default on)")

@@ -35,6 +35,7 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "VideoRecord",
     "parse_list_line",
+    "leaves_root",
     "read_list",
     "scan_list",
     "write_list",
@@ -48,6 +49,7 @@ VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".m
                     ".wmv", ".3gp", ".ogv")
 _INT = re.compile(r"-?\d+")
 # A video file name followed by more numbers: "a.mp4 1 2" is a malformed line, not a path.
+_TRAILING_NUMBER = re.compile(r"\s-?\d+$")
 _EXTRA_NUMBERS = re.compile(r".*(" + "|".join(re.escape(e) for e in VIDEO_EXTENSIONS) + r")(\s+-?\d+)+",
                             re.IGNORECASE)
 
@@ -67,6 +69,17 @@ class VideoRecord:
     label: int = -1
     num_frames: int | None = None
     line: int = 0
+
+
+def leaves_root(path: str, root: str) -> bool:
+    """Whether a list path points outside ``root``: absolute, or climbing out with ``..``.
+    Without a root (``""``) paths are taken as written and nothing is outside."""
+    if not root:
+        return False
+    if os.path.isabs(path):
+        return True
+    parts = os.path.normpath(path).split(os.sep)
+    return parts[0] == os.pardir
 
 
 def _where(source: str, line: int) -> str:
@@ -111,6 +124,12 @@ def _parse(text: str, fmt: str, source: str, line: int) -> tuple[VideoRecord, bo
     if fmt == "video" and _EXTRA_NUMBERS.fullmatch(path.strip()):
         raise DataError(f"{_where(source, line)}: malformed line {text!r}: too many fields after the "
                         "video file name; a video list line is 'PATH [LABEL]'", "malformed")
+    if fmt == "video" and "\t" not in text and _TRAILING_NUMBER.search(path.strip()):
+        # "path 110 0" in a video list is a frame-list line, not the path "path 110".
+        raise DataError(
+            f"{_where(source, line)}: malformed line {text!r}: more number fields than a video list "
+            f"line has ('{layout}'); is this a frame list (PATH NUM_FRAMES LABEL)? If the path itself "
+            "ends in a number, separate the fields with tabs", "malformed")
     if fmt == "frames" and path.strip().lower().endswith(VIDEO_EXTENSIONS):
         raise DataError(f"{_where(source, line)}: {path!r} is a video file but this is read as a frame "
                         "list (PATH NUM_FRAMES LABEL); use format 'video'", "malformed")

@@ -9,7 +9,9 @@ Problem kinds (:data:`~motionsqueeze.data.errors.KINDS`):
 * ``wrong-count``: a frame folder with more frames than the list says (a stale list);
 * ``too-short``: fewer frames than ``min_frames``;
 * ``mislabelled``: a label outside ``0..num_classes-1``, or a file inside a folder named
-  after a different class than its label.
+  after a different class than its label;
+* ``outside-root``: an absolute path, or one climbing out of the root with ``..`` (training
+  refuses it unless ``data.allow_outside_root`` is set).
 
 By default a frame folder is listed and its first and last frames decoded, and a video is
 opened, indexed and its first and last frames decoded; ``full=True`` decodes every frame.
@@ -24,7 +26,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
-from .annotations import VIDEO_EXTENSIONS, VideoRecord, load_class_names, scan_list
+from .annotations import VIDEO_EXTENSIONS, VideoRecord, leaves_root, load_class_names, scan_list
 from .errors import DataError
 from .readers import FrameFolderReader, VideoReader, _too_short, scan_frame_folder, start_index_hint
 
@@ -113,6 +115,11 @@ def _check_folder(job: _Job) -> list[tuple[str, str]]:
     if n == 0:
         return out
     reader = FrameFolderReader(job.path, job.template, job.start_index, n)
+    # Decoding every frame is --full's job, but an empty file costs one stat to find.
+    empty = [f for f in (os.path.join(job.path, reader.frame_file(i)) for i in range(n)) if os.path.getsize(f) == 0]
+    if empty:
+        return out + [("unreadable", f"{job.path}: {len(empty)} empty frame file(s) (0 bytes), e.g. "
+                                     f"{os.path.basename(empty[0])!r}; extract the frames again")]
     for chunk in _chunks(n, job.full):
         reader.read(chunk)
     return out
@@ -137,6 +144,19 @@ def _check_video(job: _Job) -> list[tuple[str, str]]:
     return out
 
 
+class _InProcess:
+    """``ProcessPoolExecutor``'s ``map`` in this process (one worker)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def map(self, fn, items, chunksize=1):
+        return map(fn, items)
+
+
 def _chunks(n: int, full: bool, size: int = 64):
     if not full:
         yield sorted({0, n - 1})
@@ -146,14 +166,20 @@ def _chunks(n: int, full: bool, size: int = 64):
 
 
 def map_with_progress(fn, jobs: list, workers: int, progress: bool, desc: str, unit: str) -> list:
-    """``[fn(job) for job in jobs]``, in ``workers`` processes when above 1, with a progress bar."""
-    from tqdm import tqdm
+    """``[fn(job) for job in jobs]``, in ``workers`` processes when above 1, with progress output
+    (a bar on a terminal, a plain line every 30 s in a batch job's log: :mod:`.progress`)."""
+    from .progress import progress as progress_bar
 
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            return list(tqdm(pool.map(fn, jobs, chunksize=8), total=len(jobs), disable=not progress,
-                             desc=desc, unit=unit))
-    return [fn(j) for j in tqdm(jobs, disable=not progress, desc=desc, unit=unit)]
+    bar = progress_bar(len(jobs), desc, unit, enabled=progress)
+    results = []
+    with ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(jobs) > 1 else _InProcess() as pool:
+        for found in pool.map(fn, jobs, chunksize=8):
+            results.append(found)
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
+    return results
 
 
 def _folder_key(name: str) -> str:
@@ -175,8 +201,8 @@ def _label_problem(record: VideoRecord, names: list[str], path: str) -> tuple[st
 
 def check_list(list_path: str, root: str = "", *, fmt: str | None = None, template: str = "{:05d}.jpg",
                start_index: int = 1, class_names: str | None = None, num_classes: int | None = None,
-               min_frames: int = 1, full: bool = False, workers: int = 1, progress: bool = False
-               ) -> CheckReport:
+               min_frames: int = 1, full: bool = False, workers: int = 1, progress: bool = False,
+               allow_outside_root: bool = False) -> CheckReport:
     """Check every entry of ``list_path`` (paths relative to ``root``).
 
     Args:
@@ -188,6 +214,7 @@ def check_list(list_path: str, root: str = "", *, fmt: str | None = None, templa
         full: decode every frame instead of the first and the last.
         workers: processes checking entries in parallel.
         progress: show a progress bar on stderr.
+        allow_outside_root: do not report paths that leave ``root`` (``outside-root``).
 
     Raises:
         DataError: the list or class-names file itself cannot be read.
@@ -205,6 +232,9 @@ def check_list(list_path: str, root: str = "", *, fmt: str | None = None, templa
         if names is not None:
             wrong = _label_problem(record, names, job.path)
             found = found + [wrong] if wrong else found
+        if not allow_outside_root and leaves_root(record.path, root):
+            found = found + [("outside-root", f"{record.path} leaves the root {root} (set "
+                                              f"data.allow_outside_root: true if that is meant)")]
         problems.extend(Problem(record.line, record.path, kind, msg) for kind, msg in found)
         if not found:
             report.good.append(record)

@@ -29,6 +29,9 @@ class DataConfig:
         test_list: list of the ``"test"`` split; ``None`` (default) uses ``val_list``.
         class_names: class-names file, one name per line; used to check labels and to find
             direction-dependent classes. Default ``None``.
+        allow_outside_root: accept list paths that leave ``root`` (absolute paths, or ``..``
+            climbing out of it). Default ``False``: such a list is refused, naming the line, so
+            that a list from elsewhere cannot make training read arbitrary files.
         num_classes: number of classes; ``None`` (default) takes the length of
             ``class_names``. Labels must lie in ``0..num_classes-1``.
     Decoding:
@@ -78,6 +81,7 @@ class DataConfig:
     val_list: str | None = None
     test_list: str | None = None
     class_names: str | None = None
+    allow_outside_root: bool = False
     num_classes: int | None = None
     format: str = "frames"
     template: str = "{:05d}.jpg"
@@ -110,6 +114,8 @@ class DataConfig:
             _expect(name, getattr(self, name), str)
         for name in ("train_list", "val_list", "test_list", "class_names"):
             _expect(name, getattr(self, name), (str, type(None)))
+        if not isinstance(self.allow_outside_root, bool):
+            raise DataError(f"data config: allow_outside_root must be true or false, got {self.allow_outside_root!r}")
         for name, lo in (("start_index", 0), ("decode_threads", 1), ("num_segments", 1),
                          ("dense_window", 1), ("crop_size", 1), ("max_distort", 0),
                          ("test_num_clips", 1), ("max_retries", 0), ("seed", None)):

@@ -27,7 +27,7 @@ from typing import Sequence
 import torch
 from torch.utils.data import Dataset
 
-from .annotations import VideoRecord, load_class_names, read_list
+from .annotations import VideoRecord, leaves_root, load_class_names, read_list
 from .config import DataConfig
 from .errors import DataError
 from .readers import ClipReader, FrameFolderReader, VideoReader
@@ -173,6 +173,11 @@ def build_dataset(cfg: DataConfig, split: str) -> VideoClipDataset:
         raise DataError(f"data config: num_classes is {cfg.num_classes} but {cfg.class_names} "
                         f"names {len(names)} classes")
     records = read_list(list_path, cfg.format, num_classes=num_classes)
+    outside = None if cfg.allow_outside_root else next((r for r in records if leaves_root(r.path, cfg.root)), None)
+    if outside is not None:
+        raise DataError(f"{list_path}:{outside.line}: the path {outside.path!r} leaves data.root ({cfg.root}); "
+                        f"fix the list (motionsqueeze check-data reports every such line), or set "
+                        f"data.allow_outside_root: true if the list is meant to point there", kind="outside-root")
     if split == "train":
         unlabelled = next((r for r in records if r.label < 0), None)
         if unlabelled is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -28,6 +29,8 @@ from .readers import VideoReader, scan_frame_folder
 __all__ = ["Prepared", "DATASETS", "prepare", "extract_frames", "write_prepared"]
 
 DOCS = "see docs/datasets.md for the expected layout"
+# Written into a folder of extracted frames (the settings used); prepare never indexes it.
+EXTRACTION_SETTINGS = ".extraction.json"
 
 
 @dataclass
@@ -44,6 +47,8 @@ class Prepared:
         missing: list name -> annotated items whose media was not found.
         config: extra ``DataConfig`` settings for ``data.yaml`` (list names of the default
             train/val/test splits, flip policy).
+        warnings: one line per item that is listed differently from its media (e.g. a frame
+            folder cut at a gap in its numbering).
     """
 
     dataset: str
@@ -55,6 +60,7 @@ class Prepared:
     start_index: int = 1
     missing: dict[str, list[str]] = field(default_factory=dict)
     config: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -103,10 +109,29 @@ def _class_index(names: list[str], name: str, where: str) -> int:
 _SS_FLIP = {"flip": "direction-aware", "flip_direction": "skip"}
 
 
+# Something-Something V2 label files: the 20BN release, then the current download, which ships
+# ``labels/labels.json``, ``labels/train.json``, ... and ``test-answers.csv``.
+_SS_V2_LABELS = ["something-something-v2-labels.json", "labels.json"]
+
+
+def _find_any(annotations: str, names: list[str], *, required: bool = True) -> str | None:
+    """The first of ``names`` that :func:`_find` finds."""
+    for name in names:
+        path = _find(annotations, name, required=False)
+        if path is not None:
+            return path
+    if required:
+        raise DataError(f"{' or '.join(names)} not found in {annotations} or its sub-folders; {DOCS}", "missing")
+    return None
+
+
 def _ss_splits(annotations: str, version: str, ext: str, prefix: str = "something-something"):
     """``(split, file)`` of the Something-Something (or Jester) split files; the test file is optional."""
     for split, suffix in (("train", "train"), ("val", "validation"), ("test", "test")):
-        path = _find(annotations, f"{prefix}-{version}-{suffix}.{ext}", required=split != "test")
+        names = [f"{prefix}-{version}-{suffix}.{ext}"]
+        if version == "v2":
+            names.append(f"{suffix}.{ext}")
+        path = _find_any(annotations, names, required=split != "test")
         if path is not None:
             yield split, path
 
@@ -132,28 +157,38 @@ def _prepare_20bn_frames(dataset: str, prefix: str, root: str, annotations: str 
             if not vid or (split != "test" and not cls):
                 raise DataError(f"{path}:{i}: expected 'ID;CLASS NAME', got {text!r}", "malformed")
             rows.append((vid, _class_index(names, cls, f"{path}:{i}") if cls else -1))
-        counts = _count_frames(frames_root, [v for v, _ in rows], "{:05d}.jpg", 1, workers)
+        scans = _count_frames(frames_root, [v for v, _ in rows], "{:05d}.jpg", 1, workers)
+        counts = [s.num_frames if s else 0 for s in scans]
+        out.warnings += [f"{split}: {v}: {_gap_note(s)}" for (v, _), s in zip(rows, scans) if s and s.missing]
         out.splits[split] = [VideoRecord(v, label, n) for (v, label), n in zip(rows, counts) if n]
         out.missing[split] = [v for (v, _), n in zip(rows, counts) if not n]
     return out
 
 
-def _count_frames(root: str, folders: list[str], template: str, start: int, workers: int) -> list[int]:
-    """Frames in each folder (0 when missing); listing folders is I/O-bound, so threads."""
-    def count(folder: str) -> int:
+def _count_frames(root: str, folders: list[str], template: str, start: int, workers: int) -> list:
+    """:class:`FolderScan` of each folder (``None`` when missing); listing folders is
+    I/O-bound, so threads."""
+    def count(folder: str):
         try:
-            return scan_frame_folder(os.path.join(root, folder), template, start).num_frames
+            return scan_frame_folder(os.path.join(root, folder), template, start)
         except DataError:
-            return 0
+            return None
     with ThreadPoolExecutor(max(1, workers)) as pool:
         return list(pool.map(count, folders))
+
+
+def _gap_note(scan) -> str:
+    first = scan.missing[0] + 1  # frame files are numbered from 1
+    return (f"frame {first:05d}.jpg is missing: listed with the {scan.num_frames} frames before the gap, "
+            f"{scan.last + 1 - scan.num_frames - len(scan.missing)} frames after it are left out")
 
 
 def prepare_sthv2(root: str, annotations: str | None = None, workers: int = 8) -> Prepared:
     """Something-Something V2: ``<id>.webm`` and the JSON label and split files."""
     _check_root(root)
     ann = annotations or root
-    names = load_class_names(_find(ann, "something-something-v2-labels.json"))
+    names = load_class_names(_find_any(ann, _SS_V2_LABELS))
+    answers = _ss_test_answers(ann, names)
     videos = _subdir(root, "20bn-something-something-v2")
     present = set(os.listdir(videos))
     out = Prepared("sthv2", names, {}, "video", videos, config=dict(_SS_FLIP))
@@ -162,7 +197,7 @@ def prepare_sthv2(root: str, annotations: str | None = None, workers: int = 8) -
         for k, item in enumerate(read_json(path)):
             try:
                 vid = str(item["id"])
-                label = -1
+                label = answers.get(vid, -1) if split == "test" else -1
                 if split != "test":
                     label = _class_index(names, item["template"].replace("[", "").replace("]", ""),
                                          f"{path} item {k}")
@@ -178,15 +213,55 @@ def prepare_sthv2(root: str, annotations: str | None = None, workers: int = 8) -
     return out
 
 
-def _index_videos(root: str) -> dict[str, str]:
-    """File stem -> path relative to ``root`` of every video below it."""
-    found = {}
-    for folder, _, files in os.walk(root):
-        for f in files:
+def _ss_test_answers(annotations: str, names: list[str]) -> dict[str, int]:
+    """Labels of the V2 test set from ``test-answers.csv`` (``id;class name``), if present."""
+    path = _find(annotations, "test-answers.csv", required=False)
+    if path is None:
+        return {}
+    answers = {}
+    for i, text in _lines(path):
+        vid, _, cls = text.partition(";")
+        if not vid or not cls:
+            raise DataError(f"{path}:{i}: expected 'ID;CLASS NAME', got {text!r}", "malformed")
+        answers[vid.strip()] = _class_index(names, cls.strip(), f"{path}:{i}")
+    return answers
+
+
+def _index_videos(root: str) -> dict[str, list[str]]:
+    """File stem -> sorted paths relative to ``root`` of the videos below it, skipping
+    folders of extracted frames (marked by :data:`EXTRACTION_SETTINGS`)."""
+    found: dict[str, list[str]] = {}
+    for folder, dirs, files in os.walk(root):
+        if EXTRACTION_SETTINGS in files:
+            dirs[:] = []
+            continue
+        dirs.sort()
+        for f in sorted(files):
             stem, ext = os.path.splitext(f)
             if ext.lower() in VIDEO_EXTENSIONS:
-                found.setdefault(stem, os.path.relpath(os.path.join(folder, f), root))
+                found.setdefault(stem, []).append(os.path.relpath(os.path.join(folder, f), root))
     return found
+
+
+def _pick_clip(paths: list[str], split: str, label: str | None) -> str:
+    """One of several clips with the same name: the one in this split's folder, then in the
+    label's class folder, then the first in sorted order."""
+    split_dirs = {"train": ("train",), "val": ("val", "validate", "validation"), "test": ("test",)}[split]
+    def key(name: str) -> str:
+        return re.sub(r"[^0-9a-z]", "", name.lower())
+
+    def score(path: str) -> tuple:
+        parts = [key(p) for p in path.replace(os.sep, "/").split("/")[:-1]]
+        return (not any(p in split_dirs for p in parts), not (label and key(label) in parts), path)
+    return min(paths, key=score)
+
+
+# CSV names: DeepMind's archive and the CVDF mirror, the ActivityNet crawler, mmaction's script.
+_KINETICS_CSV = {
+    split: [f"{split_name}.csv" for split_name in names]
+    + [f"kinetics-400_{n}.csv" for n in names] + [f"kinetics_{n}.csv" for n in names]
+    for split, names in (("train", ["train"]), ("val", ["validate", "val"]), ("test", ["test"]))
+}
 
 
 def prepare_kinetics400(root: str, annotations: str | None = None, workers: int = 8) -> Prepared:
@@ -196,10 +271,8 @@ def prepare_kinetics400(root: str, annotations: str | None = None, workers: int 
     ann = annotations or root
     videos = _index_videos(root)
     tables = {}
-    for split, files in (("train", ["train.csv"]), ("val", ["validate.csv", "val.csv"]), ("test", ["test.csv"])):
-        path = next((p for p in (_find(ann, f, required=False) for f in files) if p), None)
-        if path is None and split != "test":
-            raise DataError(f"{' or '.join(files)} not found in {ann} or its sub-folders; {DOCS}", "missing")
+    for split, files in _KINETICS_CSV.items():
+        path = _find_any(ann, files, required=split != "test")
         if path is not None:
             tables[split] = (path, _read_csv(path, ["youtube_id", "time_start", "time_end"]))
     names = sorted({row["label"] for _, row in tables["train"][1]})
@@ -213,8 +286,12 @@ def prepare_kinetics400(root: str, annotations: str | None = None, workers: int 
                 raise DataError(f"{path}:{line}: time_start and time_end must be numbers", "malformed") from None
             label = _class_index(names, row["label"], f"{path}:{line}") if row.get("label") else -1
             # Some copies name clips by the YouTube id alone.
-            rel = videos.get(stem) or videos.get(row["youtube_id"])
-            if rel:
+            paths = videos.get(stem) or videos.get(row["youtube_id"])
+            if paths:
+                rel = _pick_clip(paths, split, row.get("label"))
+                if len(paths) > 1:
+                    out.warnings.append(f"{split}: {stem}: {len(paths)} files have this name ({', '.join(paths)}); "
+                                        f"listed {rel}")
                 records.append(VideoRecord(rel, label))
             else:
                 missing.append(stem)
@@ -375,6 +452,25 @@ def _extract_one(job: _Extraction) -> tuple[int, str | None, bool]:
         return 0, str(exc), False
 
 
+def _claim_frames_root(frames_root: str, settings: dict) -> None:
+    """Record the extraction settings in ``frames_root``; refuse a rerun with other settings,
+    whose frames would silently differ from the finished folders that it skips."""
+    import json
+
+    os.makedirs(frames_root, exist_ok=True)
+    path = os.path.join(frames_root, EXTRACTION_SETTINGS)
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            before = json.load(f)
+        if before != settings:
+            changed = ", ".join(f"{k} {before.get(k)!r} -> {v!r}" for k, v in settings.items() if before.get(k) != v)
+            raise DataError(f"{frames_root}: its frames were extracted with other settings ({changed}); a rerun "
+                            "skips finished videos, so extract into another folder or delete this one")
+        return
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(settings, f)
+
+
 def extract_frames(prepared: Prepared, frames_root: str, *, workers: int = 1, template: str = "{:06d}.jpg",
                    short_side: int | None = None, quality: int = 90, progress: bool = False
                    ) -> tuple[Prepared, dict[str, str], int]:
@@ -388,13 +484,13 @@ def extract_frames(prepared: Prepared, frames_root: str, *, workers: int = 1, te
         ``(frame-list version of prepared, {video: error} of failures, videos done before)``;
         failed videos are left out of the lists.
     """
-    from tqdm import tqdm
-
+    from .progress import progress as progress_bar
     from .readers import check_template
 
     check_template(template)
     if prepared.format != "video":
         raise DataError(f"{prepared.dataset} is already a frame dataset; nothing to extract")
+    _claim_frames_root(frames_root, {"template": template, "short_side": short_side, "quality": quality})
     videos = sorted({r.path for records in prepared.splits.values() for r in records})
     jobs = []
     for rel in videos:
@@ -402,15 +498,17 @@ def extract_frames(prepared: Prepared, frames_root: str, *, workers: int = 1, te
         os.makedirs(os.path.dirname(target), exist_ok=True)
         jobs.append(_Extraction(os.path.join(prepared.media_root, rel), target, template, short_side, quality))
     counts, failures, before = {}, {}, 0
-    bar = tqdm(total=len(jobs), disable=not progress, desc="extracting", unit="video")
+    bar = progress_bar(len(jobs), "extracting", "video", enabled=progress)
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         for rel, (n, error, done) in zip(videos, pool.map(_extract_one, jobs)):
-            bar.update()
+            if bar is not None:
+                bar.update()
             if error:
                 failures[rel] = error
             else:
                 counts[rel], before = n, before + done
-    bar.close()
+    if bar is not None:
+        bar.close()
     splits = {name: [VideoRecord(os.path.splitext(r.path)[0], r.label, counts[r.path])
                      for r in records if r.path in counts]
               for name, records in prepared.splits.items()}

@@ -300,7 +300,9 @@ class VideoReader(ClipReader):
         num_frames: frames found in the file (packets with data; corrected downwards if
             decoding ends early).
         header_frames: frame count written in the container (0 when it has none).
-        expected_frames: frames the container claims (its count, else duration x rate).
+        expected_frames: frame count stored in the container, else ``None``.
+        covered_seconds: time from the first frame to the end of the last (``truncation``
+            compares it with the container's duration when no count is stored).
         index_error: FFmpeg's message if reading the packets stopped on an error.
         decode_errors: packets the decoder rejected so far (skipped).
     """
@@ -350,14 +352,25 @@ class VideoReader(ClipReader):
                             "not a video, or its header is corrupt") from None
 
     def _expected_frames(self) -> int | None:
-        if self.header_frames > 0:
-            return self.header_frames
+        # Only a count the container stores: duration x average rate is no frame count for a
+        # variable-frame-rate video (an intact one would look truncated).
+        return self.header_frames or None
+
+    def _claimed_seconds(self) -> float | None:
         s = self._stream
-        if s.duration and s.time_base and self.fps:
-            return round(float(s.duration * s.time_base) * self.fps)
-        if self._container.duration and self.fps:
-            return round(self._container.duration / 1_000_000 * self.fps)
+        if s.duration and s.time_base:
+            return float(s.duration * s.time_base)
+        if self._container.duration:
+            return self._container.duration / 1_000_000
         return None
+
+    def _covered_seconds(self, pts: list) -> float | None:
+        """Time from the first frame to the end of the last (its duration guessed from the
+        gap before it), or ``None`` without usable time stamps."""
+        known = sorted(p for p in pts if p is not None)
+        if len(known) < 2 or not self._stream.time_base:
+            return None
+        return float((known[-1] - known[0] + (known[-1] - known[-2])) * self._stream.time_base)
 
     def _index(self) -> None:
         """Read every packet once (no decoding): frame ``i`` has time stamp ``self._pts[i]``,
@@ -376,6 +389,7 @@ class VideoReader(ClipReader):
             raise DataError(f"{self.path}: the video stream has no frames{why}; the file is truncated "
                             "or corrupt, re-download or re-encode it", "truncated")
         self.num_frames = len(pts)
+        self.covered_seconds = self._covered_seconds(pts)
         self.decode_errors = 0
         self._pts, self._index_of, self._keys = None, {}, [0]
         if None not in pts and len(set(pts)) == len(pts):
@@ -386,10 +400,15 @@ class VideoReader(ClipReader):
     @property
     def truncation(self) -> str | None:
         """Why the file looks truncated (fewer frames than the container claims), else ``None``."""
+        why = f" ({self.index_error})" if self.index_error else ""
         claimed = self.expected_frames
         if claimed and _too_short(self.num_frames, claimed):
-            return (f"truncated: the container claims {claimed} frames but holds {self.num_frames}"
-                    + (f" ({self.index_error})" if self.index_error else ""))
+            return f"truncated: the container claims {claimed} frames but holds {self.num_frames}{why}"
+        seconds, covered = self._claimed_seconds(), self.covered_seconds
+        if not claimed and seconds and covered is not None and seconds - covered > max(0.1, seconds / 20):
+            # Without a stored count (webm, avi), compare times: the same test for any frame rate.
+            return (f"truncated: the container claims {seconds:.2f} s but its {self.num_frames} frames end "
+                    f"at {covered:.2f} s{why}")
         return None
 
     def close(self) -> None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data.augment import AugmentConfig
+
 __all__ = [
     "ConfigError",
     "Range",
@@ -26,6 +28,7 @@ __all__ = [
     "ScheduleConfig",
     "RunConfig",
     "EvalConfig",
+    "AugmentConfig",
     "TrainConfig",
     "load_config",
     "config_from_dict",
@@ -87,6 +90,9 @@ RANGES: dict[str, Range] = {
     "train.save_every_steps": Range(0, 1_000_000_000),
     "train.eval_every": Range(0, 100_000),
     "train.max_steps_per_epoch": Range(0, 1_000_000_000),
+    "train.accumulate": Range(1, 1_000_000),
+    "train.label_smoothing": Range(0, 1, hi_open=True),
+    "train.ema_decay": Range(0, 1, hi_open=True),
     "eval.batch_size": Range(1, 65536),
 }
 
@@ -120,6 +126,10 @@ class ModelSection:
         init_from: a trained model of the same architecture (model file or training
             checkpoint) to start from, all but a classifier of another size (fine-tuning,
             e.g. HMDB-51 from Kinetics); ``null`` for none.
+        freeze_bn: BatchNorm during training: ``none`` (train every layer, the paper's
+            recipes), ``partial`` (TSN's partial BN: every BatchNorm but the first keeps its
+            running statistics and affine parameters, in training mode too) or ``all``.
+            Default ``none``.
         options: any other :class:`motionsqueeze.models.ModelConfig` field (``dropout``,
             ``patch_size``, ``motion_stages``, ...), written directly under ``model:``.
             ``num_classes`` and ``num_segments`` come from the data section.
@@ -128,6 +138,7 @@ class ModelSection:
     arch: str = "msnet_r50"
     pretrained: str | None = None
     init_from: str | None = None
+    freeze_bn: str = "none"
     options: dict = field(default_factory=dict)
 
 
@@ -218,6 +229,21 @@ class RunConfig:
         tensorboard: also log to TensorBoard when it is installed.
         max_steps_per_epoch: cap on steps per epoch (for smoke tests); 0 for no cap; range
             [0, 1000000000].
+        stop_signals: signal names that make the run save a resumable checkpoint at the next
+            step boundary and exit with code 75 (preemption); default ``[SIGTERM, SIGUSR1]``;
+            ``[]`` keeps the signals' default action.
+        accumulate: gradient accumulation, K batches of ``batch_size`` clips per optimiser
+            update (default 1: update every batch); range [1, 1000000]. The total batch, and
+            with it the linearly scaled lr, is ``batch_size x processes x accumulate``;
+            BatchNorm still sees ``batch_size`` clips at a time. Steps (``save_every_steps``,
+            ``log_every``, ``max_steps_per_epoch``) count batches, the schedule counts updates.
+        label_smoothing: epsilon of label smoothing; default 0 (off); range [0, 1).
+        class_balance: for imbalanced training lists: ``none`` (default), ``loss``
+            (cross-entropy weighted by inverse class frequency) or ``sampler`` (draw items
+            with replacement so that every class is equally likely).
+        ema_decay: exponential moving average of the weights, decay per update (e.g.
+            0.999); default 0 (off); range [0, 1). The average is validated and saved as
+            ``ema.safetensors``.
     """
 
     batch_size: int = 8
@@ -235,6 +261,11 @@ class RunConfig:
     progress: bool = True
     tensorboard: bool = True
     max_steps_per_epoch: int = 0
+    stop_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])
+    accumulate: int = 1
+    label_smoothing: float = 0.0
+    class_balance: str = "none"
+    ema_decay: float = 0.0
 
 
 @dataclass
@@ -264,6 +295,7 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: RunConfig = field(default_factory=RunConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     out: str | None = None
     source: str | None = None  # the YAML file this came from (set by load_config)
 
@@ -275,6 +307,7 @@ class TrainConfig:
             (self.eval.fusion in ("logits", "softmax"), "eval.fusion", "logits or softmax", self.eval.fusion),
             (self.train.best_metric in ("top1", "top5", "mean_class_acc"), "train.best_metric", "top1, top5 or mean_class_acc", self.train.best_metric),
         ]
+        checks += self._training_feature_checks()
         for ok, key, expected, got in checks:
             if not ok:
                 raise ConfigError(f"{self.source or 'config'}: {key} must be {expected}, got {got!r}")
@@ -293,6 +326,18 @@ class TrainConfig:
             raise ConfigError(f"{self.source or 'config'}: {exc}") from None
         if self.data is None:
             raise ConfigError(f"{self.source or 'config'}: the 'data' section is missing")
+
+
+    def _training_feature_checks(self) -> list[tuple[bool, str, str, Any]]:
+        t = self.train
+        checks = [
+            (self.model.freeze_bn in ("none", "partial", "all"), "model.freeze_bn", "none, partial or all", self.model.freeze_bn),
+            (t.accumulate >= 1, "train.accumulate", "a positive number of batches per update", t.accumulate),
+            (0.0 <= t.label_smoothing < 1.0, "train.label_smoothing", "in [0, 1)", t.label_smoothing),
+            (t.class_balance in ("none", "loss", "sampler"), "train.class_balance", "none, loss or sampler", t.class_balance),
+            (t.ema_decay == 0.0 or 0.0 < t.ema_decay < 1.0, "train.ema_decay", "0 (off) or in (0, 1)", t.ema_decay),
+        ]
+        return checks + [(False, key, expected, got) for key, expected, got in self.augment.problems()]
 
 
 def _numeric_fields(cfg: "TrainConfig"):
@@ -433,14 +478,14 @@ def config_from_dict(raw: dict, source: str | None = None, text: str | None = No
         raise ConfigError(f"{where('model')}: 'model' must be a mapping (arch: ..., options), got {raw['model']!r}")
     model_raw = dict(raw.pop("model", None) or {})
     model = ModelSection(arch=model_raw.pop("arch", ModelSection.arch), pretrained=model_raw.pop("pretrained", None),
-                         init_from=model_raw.pop("init_from", None))
+                         init_from=model_raw.pop("init_from", None), freeze_bn=model_raw.pop("freeze_bn", ModelSection.freeze_bn))
     from ..models import ModelConfig
 
     valid = [n for n in ModelConfig.field_names() if n not in ("num_classes", "num_segments")]
     for key in model_raw:
         if key not in valid:
             hint = " (it is set from the data section)" if key in ("num_classes", "num_segments") else ""
-            raise ConfigError(f"{where('model.' + key)}: unknown key 'model.{key}'{hint}; valid keys are {['arch', 'pretrained', 'init_from', *valid]}")
+            raise ConfigError(f"{where('model.' + key)}: unknown key 'model.{key}'{hint}; valid keys are {['arch', 'pretrained', 'init_from', 'freeze_bn', *valid]}")
     model.options = model_raw
     data = _data_config(raw.pop("data"), where) if raw.get("data") is not None else None
     raw.pop("data", None)
@@ -555,5 +600,7 @@ def config_to_dict(cfg: TrainConfig) -> dict:
     out = plain(cfg)
     model = out.pop("model")
     out["model"] = {"arch": model["arch"], "pretrained": model["pretrained"], "init_from": model["init_from"], **model["options"]}
+    if model["freeze_bn"] != "none":  # written only when used: older readers of config.yaml know no such key
+        out["model"]["freeze_bn"] = model["freeze_bn"]
     out.pop("source", None)
     return out

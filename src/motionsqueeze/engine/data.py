@@ -11,7 +11,7 @@ import dataclasses
 
 from torch.utils.data import Dataset
 
-__all__ = ["build_split", "class_names_of", "input_size_of", "with_views", "is_synthetic"]
+__all__ = ["build_split", "class_names_of", "input_size_of", "with_views", "is_synthetic", "labels_of"]
 
 
 def is_synthetic(data_cfg) -> bool:
@@ -66,3 +66,13 @@ def build_split(data_cfg, split: str) -> Dataset:
     from ..data import build_dataset
 
     return build_dataset(data_cfg, split)
+
+
+def labels_of(dataset: Dataset) -> list[int]:
+    """The label of every item of a dataset built by :func:`build_split`, read from its list
+    (no clip is decoded); -1 for unlabelled items."""
+    if hasattr(dataset, "records"):
+        return [r.label for r in dataset.records]
+    if hasattr(dataset, "label_of"):
+        return [dataset.label_of(i) for i in range(len(dataset))]
+    raise TypeError(f"cannot read the labels of a {type(dataset).__name__} without loading its items")

@@ -90,3 +90,12 @@ def all_gather_cat(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     parts = [torch.zeros_like(padded) for _ in range(info.world_size)]
     dist.all_gather(parts, padded)
     return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)])
+
+
+def all_gather_objects(items: list, info: DistInfo) -> list:
+    """Concatenate picklable lists from all ranks, rank by rank."""
+    if not info.enabled:
+        return list(items)
+    parts = [None] * info.world_size
+    dist.all_gather_object(parts, list(items))
+    return [x for part in parts for x in part]

@@ -8,14 +8,14 @@ mean class accuracy and the confusion matrix are computed.
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .distributed import DistInfo, all_gather_cat
+from .data import is_synthetic
+from .distributed import DistInfo, all_gather_cat, all_gather_objects
 from .metrics import ClassificationReport, classification_report, fuse_views
 from .sampling import ResumableSampler, SeededDataset
 
@@ -24,11 +24,18 @@ __all__ = ["Scores", "score_dataset", "run_evaluation"]
 
 @dataclass
 class Scores:
-    """Fused scores ``(N, K)``, labels ``(N,)`` and dataset indices ``(N,)``, in index order."""
+    """Fused scores ``(N, K)``, labels ``(N,)`` and dataset indices ``(N,)``, in index order.
+
+    ``listed`` is the number of items of the dataset; the ``listed - N`` items that could not
+    be read (``data.on_error: skip``) have no score, and ``skipped`` holds one message per
+    such item (``list:line: problem``).
+    """
 
     scores: torch.Tensor
     labels: torch.Tensor
     indices: torch.Tensor
+    listed: int = 0
+    skipped: list = field(default_factory=list)
 
 
 @torch.no_grad()
@@ -56,13 +63,14 @@ def score_dataset(
     sampler = ResumableSampler(len(dataset), shuffle=False, rank=info.rank, world_size=info.world_size)
     loader = DataLoader(SeededDataset(dataset, 0), batch_size=batch_size, sampler=sampler, num_workers=workers,
                         collate_fn=collate_clips, pin_memory=device.type == "cuda")
-    iterator = loader
-    if progress and info.is_main and sys.stderr.isatty():
-        from tqdm import tqdm
+    from ..data.progress import progress as progress_bar
 
-        iterator = tqdm(loader, desc="evaluating", leave=False)
-    scores, labels, indices = [], [], []
-    for batch in iterator:
+    bar = progress_bar(len(loader), "evaluating", "batch", enabled=progress and info.is_main)
+    scores, labels, indices, problems = [], [], [], []
+    for batch in loader:
+        if bar is not None:
+            bar.update()
+        problems += batch.get("skipped", [])
         clip = batch["clip"]
         if clip.dim() != 6:
             raise ValueError(f"evaluation items must be (V, T, 3, H, W) clips; got a batch of shape {tuple(clip.shape)}")
@@ -73,6 +81,8 @@ def score_dataset(
         scores.append(fuse_views(logits.view(n, v, -1), fusion))
         labels.append(batch["label"].to(device))
         indices.append(batch["index"].to(device))
+    if bar is not None:
+        bar.close()
     model.train(was_training)
     k = scores[0].shape[1] if scores else 0
     s = all_gather_cat(torch.cat(scores) if scores else torch.zeros(0, k, device=device), info)
@@ -83,15 +93,33 @@ def score_dataset(
     s, lab, idx = s[order], lab[order], idx[order]
     keep = torch.ones_like(idx, dtype=torch.bool)
     keep[1:] = idx[1:] != idx[:-1]
-    return Scores(s[keep].cpu(), lab[keep].cpu(), idx[keep].cpu())
+    # A bad item is replaced by the next one of the list, which is then scored twice and kept
+    # once above: the bad item has no score. Name each such item with its problem.
+    problems = list(dict.fromkeys(all_gather_objects(problems, info)))
+    scored = set(idx[keep].tolist())
+    skipped = [_problem_of(dataset, i, problems) for i in range(len(dataset)) if i not in scored]
+    return Scores(s[keep].cpu(), lab[keep].cpu(), idx[keep].cpu(), listed=len(dataset), skipped=skipped)
+
+
+def _problem_of(dataset, index: int, problems: list[str]) -> str:
+    """The skip message of item ``index`` (messages start with the item's ``list:line``)."""
+    where = dataset._where(index) if hasattr(dataset, "_where") else f"item {index}"
+    return next((p for p in problems if p.startswith(where + ":")), f"{where}: not scored")
+
+
+def report_of(res: Scores, num_classes: int, source: str | None) -> ClassificationReport:
+    """Metrics over the labelled scored items, stating the list, its size and what was skipped."""
+    labelled = res.labels >= 0
+    report = classification_report(res.scores[labelled], res.labels[labelled], num_classes)
+    report.source, report.listed, report.skipped = source, res.listed, res.skipped
+    return report
 
 
 def run_evaluation(model, dataset, info: DistInfo, cfg, class_names, amp="none", channels_last=False) -> ClassificationReport:
     """Validation inside training: fused scores -> metrics over the labelled items."""
     res = score_dataset(model, dataset, info, tuple(cfg.data.mean), tuple(cfg.data.std), batch_size=cfg.eval.batch_size,
                         workers=cfg.train.workers, fusion=cfg.eval.fusion, amp=amp, channels_last=channels_last)
-    labelled = res.labels >= 0
-    return classification_report(res.scores[labelled], res.labels[labelled], len(class_names))
+    return report_of(res, len(class_names), getattr(dataset, "source", None))
 
 
 def load_trained_model(path, map_location="cpu", test_segments: int | None = None) -> tuple[nn.Module, list[str] | None]:
@@ -118,9 +146,21 @@ def load_trained_model(path, map_location="cpu", test_segments: int | None = Non
     arch = m.pop("arch")
     m.pop("pretrained", None)
     m.pop("init_from", None)
+    m.pop("freeze_bn", None)  # a training setting, not part of the architecture
     names = state.get("class_names")
     data = state["config"]["data"]
+    fc = state["model"].get("fc.weight")
+    if not names or (fc is not None and fc.shape[0] != len(names)):
+        raise ValueError(f"training checkpoint {path} has {len(names or [])} class names for a classifier of "
+                         f"{None if fc is None else fc.shape[0]} outputs: it was edited or damaged; use the run's "
+                         f"best.safetensors or final.safetensors")
     model = create_model(arch, num_classes=len(names), num_segments=data["num_segments"], **m)
+    from ..models.weights import compare_keys
+
+    mismatch = compare_keys(model.state_dict(), state["model"])
+    if mismatch:
+        raise ValueError(f"training checkpoint {path} does not match the model its recipe describes "
+                         f"({mismatch.describe()}): it was edited or damaged")
     model.load_state_dict(state["model"])
     from types import SimpleNamespace
 
@@ -135,12 +175,52 @@ def load_trained_model(path, map_location="cpu", test_segments: int | None = Non
     return model.eval(), names
 
 
+# Data fields a model file records (``preprocess`` and ``extra``, see ``inference_settings``).
+MODEL_DATA_FIELDS = ("num_segments", "crop_size", "resize", "sampling", "dense_stride", "dense_window", "mean", "std")
+
+
+def model_data_settings(model) -> dict:
+    """The data settings ``model`` was trained with, as ``DataConfig`` fields (those known)."""
+    pre = getattr(model, "preprocess", None) or {}
+    extra = getattr(model, "extra", None) or {}
+    size = pre.get("input_size")
+    out = {"num_segments": pre.get("num_segments"), "crop_size": size if isinstance(size, int) or size is None else size[0],
+           "mean": pre.get("mean"), "std": pre.get("std")}
+    out.update({k: extra[k] for k in ("resize", "sampling", "dense_stride", "dense_window") if k in extra})
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items() if v is not None or k in extra}
+
+
+def with_model_settings(data_cfg, model, keep=()) -> tuple:
+    """``(data_cfg with the model's sampling and preprocessing, notes)``.
+
+    A model is scored as it was trained: where the recipe differs, the model's setting wins
+    and a note says so, unless the field is in ``keep`` (set on the command line), which wins
+    with a note instead.
+    """
+    if is_synthetic(data_cfg):
+        return data_cfg, []
+    changes, notes = {}, []
+    for key, value in model_data_settings(model).items():
+        current = getattr(data_cfg, key)
+        current = list(current) if isinstance(current, tuple) else current
+        if current == value:
+            continue
+        if key in keep:
+            notes.append(f"data.{key} is {current} as set on the command line; the model was trained with {value}")
+        else:
+            changes[key] = value
+            notes.append(f"data.{key}: using the model's {value} (the recipe says {current})")
+    return (data_cfg.replace(**changes) if changes else data_cfg), notes
+
+
 def evaluate_checkpoint(cfg, checkpoint, split: str = "val", out_dir=None, clips: int | None = None,
-                        crops: int | None = None, test_segments: int | None = None) -> ClassificationReport:
+                        crops: int | None = None, keep=(), test_segments: int | None = None) -> ClassificationReport:
     """``motionsqueeze eval``: score a split with the test-time views and write the results.
 
-    ``clips`` / ``crops`` replace the recipe's ``data.test_num_clips`` / ``test_num_crops``;
-    ``test_segments`` the frames per clip of both the data and the model (TSM's test_segments).
+    ``clips`` / ``crops`` replace the recipe's ``data.test_num_clips`` / ``test_num_crops``.
+    Sampling and preprocessing are the model's (:func:`with_model_settings`; ``keep``: data
+    fields set on the command line, which win); each difference from the recipe is printed. ``test_segments``: frames per clip of both
+    the model and the data (TSM's test_segments).
 
     Files in ``out_dir``: ``metrics.json`` (top-1, top-5, mean class accuracy, views, fusion),
     ``per_class.csv`` (class, videos, accuracy), ``confusion.png`` and ``scores.npz``
@@ -148,7 +228,7 @@ def evaluate_checkpoint(cfg, checkpoint, split: str = "val", out_dir=None, clips
     """
     from pathlib import Path
 
-    from .data import build_split, class_names_of, is_synthetic, with_views
+    from .data import build_split, class_names_of, with_views
     from .distributed import cleanup_distributed, init_distributed
     from .metrics import write_report
 
@@ -156,6 +236,11 @@ def evaluate_checkpoint(cfg, checkpoint, split: str = "val", out_dir=None, clips
         import dataclasses
 
         cfg.data = dataclasses.replace(cfg.data, num_segments=test_segments)
+    if split == "test" and not is_synthetic(cfg.data) and not cfg.data.test_list:
+        # The test split would fall back to the validation list: a result labelled "test"
+        # that was computed on the validation set.
+        raise ValueError("--split test: the recipe has no data.test_list (prepare writes test.txt where the "
+                         "dataset has test labels); set it with --set data.test_list=PATH, or evaluate --split val")
     info = init_distributed(cfg.train.device)
     finished = False
     try:
@@ -167,23 +252,28 @@ def evaluate_checkpoint(cfg, checkpoint, split: str = "val", out_dir=None, clips
                 f"in the recipe's class file; evaluate with the recipe it was trained with"
             )
         model.to(info.device)
+        data_cfg, notes = with_model_settings(cfg.data, model, keep)
+        if info.is_main:
+            for note in notes:
+                print(f"eval: {note}")
         # Both lists are scored through the "test" split, which carries the test-time views.
-        data_cfg = with_views(cfg.data, clips, crops, test_list=None if split == "test" else getattr(cfg.data, "val_list", None))
+        data_cfg = with_views(data_cfg, clips, crops, test_list=None if split == "test" else getattr(cfg.data, "val_list", None))
         dataset = build_split(data_cfg, "val" if is_synthetic(cfg.data) else "test")
         views = (1, 1) if is_synthetic(cfg.data) else (data_cfg.test_num_clips, data_cfg.test_num_crops)
-        res = score_dataset(model, dataset, info, tuple(cfg.data.mean), tuple(cfg.data.std),
+        res = score_dataset(model, dataset, info, tuple(data_cfg.mean), tuple(data_cfg.std),
                             batch_size=cfg.eval.batch_size, workers=cfg.train.workers, fusion=cfg.eval.fusion,
                             amp=cfg.train.amp, progress=cfg.train.progress)
-        labelled = res.labels >= 0
-        if not labelled.any():
+        if not (res.labels >= 0).any():
             raise ValueError(f"the {split} list has no labels; use `motionsqueeze predict` for unlabelled videos")
-        report = classification_report(res.scores[labelled], res.labels[labelled], len(class_names))
+        report = report_of(res, len(class_names), getattr(dataset, "source", None))
         if info.is_main and out_dir is not None:
             write_report(out_dir, report, class_names,
-                         {"clips": views[0], "crops": views[1], "num_segments": model.num_segments,
-                          "fusion": cfg.eval.fusion, "split": split,
-                          "checkpoint": str(checkpoint)}, res.scores.numpy(), res.labels.numpy(),
-                         res.indices.numpy(), title=f"{Path(checkpoint).name} on {split}")
+                         {"clips": views[0], "crops": views[1], "fusion": cfg.eval.fusion, "split": split,
+                          "num_segments": model.num_segments, "checkpoint": str(checkpoint),
+                          "skipped_items": report.skipped,
+                          "data": {k: getattr(data_cfg, k) for k in MODEL_DATA_FIELDS if hasattr(data_cfg, k)},
+                          "notes": notes}, res.scores.numpy(), res.labels.numpy(), res.indices.numpy(),
+                         title=f"{Path(checkpoint).name} on {split}")
         finished = True
         return report
     finally:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,10 +57,26 @@ class ClassificationReport:
     mean_class_acc: float
     per_class_acc: list[float | None]  # None for classes absent from the labels
     confusion: torch.Tensor
-    count: int
+    count: int  # labelled videos scored
+    source: str | None = None  # the list scored
+    listed: int | None = None  # items in that list
+    skipped: list[str] = field(default_factory=list)  # "list:line: problem" of each item not scored
 
     def summary(self) -> dict:
-        return {"top1": self.top1, "top5": self.top5, "mean_class_acc": self.mean_class_acc, "count": self.count}
+        out = {"top1": self.top1, "top5": self.top5, "mean_class_acc": self.mean_class_acc, "count": self.count}
+        if self.listed is not None:
+            out.update(list=self.source, listed=self.listed, scored=self.listed - len(self.skipped),
+                       skipped=len(self.skipped))
+        return out
+
+    def coverage(self) -> str:
+        """One line: which list, how many items it lists, how many were scored."""
+        if self.listed is None:
+            return f"{self.count} videos"
+        line = f"{self.listed - len(self.skipped)} of the {self.listed} items of {self.source} scored"
+        if self.skipped:
+            line += f", {len(self.skipped)} skipped (data.on_error: skip)"
+        return line
 
 
 def classification_report(scores: torch.Tensor, labels: torch.Tensor, num_classes: int) -> ClassificationReport:

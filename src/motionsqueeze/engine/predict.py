@@ -12,12 +12,31 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["view_pipeline", "prepare_video", "top_classes", "view_logits", "predict_video"]
+__all__ = ["model_sampler", "model_clip_indices", "eval_transform", "view_pipeline", "prepare_video", "top_classes",
+           "view_logits", "predict_video"]
 
 
-def view_pipeline(model: nn.Module, crops: int = 1):
-    """``(ClipSampler, EvalTransform)`` that take clips for ``model`` as its recipe did."""
+def model_sampler(model: nn.Module, count: int | None = None):
+    """The :class:`ClipSampler` that samples clips as the model was (from the model file);
+    ``count`` frames instead of the model's ``num_segments`` if given."""
     from ..data.sampling import ClipSampler
+
+    pre = getattr(model, "preprocess", None) or {}
+    extra = getattr(model, "extra", None) or {}
+    return ClipSampler(count or pre.get("num_segments") or model.num_segments, extra.get("sampling", "segment"),
+                       extra.get("dense_stride"), extra.get("dense_window", 64))
+
+
+def model_clip_indices(model: nn.Module, num_frames: int, count: int | None = None) -> list[int]:
+    """Frame indices of the evaluation clip of a ``num_frames`` video, sampled as the model
+    was (segment centres, or the centre dense clip at its stride; from the model file).
+    ``count`` frames instead of the model's ``num_segments`` if given."""
+    return model_sampler(model, count).even(num_frames, 1)[0]
+
+
+def eval_transform(model: nn.Module, crops: int = 1):
+    """The :class:`EvalTransform` (``crops``: 1 centre crop, or 3 along the longer side) that
+    evaluation applies for ``model``."""
     from ..data.transforms import EvalTransform
 
     pre = model.preprocess
@@ -26,8 +45,12 @@ def view_pipeline(model: nn.Module, crops: int = 1):
     # The recipe's resize (None: frames as decoded); files without it: shorter side 256/224 x input.
     resize = extra["resize"] if "resize" in extra else round(size * 256 / 224)
     resize = tuple(resize) if isinstance(resize, list) else resize
-    sampler = ClipSampler(pre["num_segments"], extra.get("sampling", "segment"), extra.get("dense_stride"), extra.get("dense_window", 64))
-    return sampler, EvalTransform(resize, size, crops)
+    return EvalTransform(resize, size, crops)
+
+
+def view_pipeline(model: nn.Module, crops: int = 1):
+    """``(ClipSampler, EvalTransform)`` that take clips for ``model`` as its recipe did."""
+    return model_sampler(model), eval_transform(model, crops)
 
 
 def prepare_video(model: nn.Module, source: str | Path, *, template: str = "{:05d}.jpg", start_index: int = 1,

@@ -17,11 +17,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler, get_worker_info
 
-__all__ = ["ResumableSampler", "SeededDataset", "item_seed"]
+__all__ = ["ResumableSampler", "SeededDataset", "item_seed", "batch_generator"]
 
 
 def item_seed(seed: int, epoch: int, index: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + index * 104_729 + 12_345) % (2**31 - 1)
+
+
+def batch_generator(seed: int, rank: int, epoch: int, step: int) -> torch.Generator:
+    """A CPU generator for the random choices made on a whole batch (batch augmentation),
+    seeded from ``(seed, rank, epoch, step in epoch)`` so that a resumed run draws the same."""
+    return torch.Generator().manual_seed(item_seed(seed + 7_777 * rank, epoch, 1_000_000 + step))
 
 
 class ResumableSampler(Sampler):
@@ -32,9 +38,13 @@ class ResumableSampler(Sampler):
         seed: base seed of the permutation (epoch e uses ``seed + e``).
         shuffle: permute, or keep dataset order.
         rank, world_size: this process's share (every ``world_size``-th item from ``rank``).
+        weights: per-item sampling weights (``(num_items,)``, class-balanced sampling); each
+            epoch then draws ``num_items`` items with replacement in proportion to them
+            instead of a permutation. ``None`` for a permutation.
     """
 
-    def __init__(self, num_items: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+    def __init__(self, num_items: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1,
+                 weights: torch.Tensor | None = None):
         self.num_items = num_items
         self.seed = seed
         self.shuffle = shuffle
@@ -43,6 +53,10 @@ class ResumableSampler(Sampler):
         self.epoch = 0
         self.start = 0
         self.per_rank = -(-num_items // world_size)
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        if self.weights is not None and (len(self.weights) != num_items or not bool((self.weights >= 0).all())
+                                         or float(self.weights.sum()) <= 0):
+            raise ValueError(f"sampler weights must be {num_items} non-negative numbers, not all zero")
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Select the epoch and skip its first ``start`` items of this rank."""
@@ -50,7 +64,10 @@ class ResumableSampler(Sampler):
         self.start = start
 
     def indices(self) -> list[int]:
-        if self.shuffle:
+        if self.weights is not None:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.multinomial(self.weights, self.num_items, replacement=True, generator=g).tolist()
+        elif self.shuffle:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.num_items, generator=g).tolist()
         else:

@@ -12,6 +12,12 @@
    ``dw 3x3 -> pw 64->C``, every conv without bias and followed by BatchNorm + ReLU;
 8. the motion feature is added to the input, no activation after the sum.
 
+Causal mode (``causal=True``, for streaming, docs/streaming.md): the same T-1 displacement
+maps (earlier frame matched to the later one), but map (t-1 -> t) goes to frame t, and frame 0,
+which has no past, gets an all-zero map (u = v = 0, confidence 0); ``last_frame`` is then
+unused. Frame t then depends on frames t-1 and t only, and :meth:`MotionSqueeze.step` computes
+it from frame t and the cached reduced features of frame t-1.
+
 Sub-module names follow the authors' code (``chnl_reduction``, ``flow_refinement.conv1..4``
 with the convolutions at Sequential indices 0 and 3) so their checkpoints map one to one.
 """
@@ -71,6 +77,7 @@ class MotionSqueeze(nn.Module):
         last_frame: ``"repeat"`` or ``"zero"``, how the T-th displacement map is filled.
         transform_channels: hidden widths of the feature transformation.
         backend: displacement implementation (see :func:`motionsqueeze.ops.displacement`).
+        causal: match frame t-1 to t and give frame 0 a zero map (see the module docstring).
     """
 
     def __init__(
@@ -84,6 +91,7 @@ class MotionSqueeze(nn.Module):
         last_frame: str = "repeat",
         transform_channels: Sequence[int] = (16, 32, 64),
         backend: str = "auto",
+        causal: bool = False,
     ):
         super().__init__()
         check_patch_size(patch_size)
@@ -102,6 +110,7 @@ class MotionSqueeze(nn.Module):
         self.num_segments = num_segments
         self.last_frame = last_frame
         self.backend = backend
+        self.causal = causal
         self.chnl_reduction = nn.Sequential(
             nn.Conv2d(in_channels, reduced_channels, 1, bias=False),
             nn.BatchNorm2d(reduced_channels),
@@ -138,9 +147,36 @@ class MotionSqueeze(nn.Module):
     def forward_with_field(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(output, motion_field(x))`` from one computation of the field."""
         d = self.motion_field(x)
-        last = d[:, -1:] if self.last_frame == "repeat" else torch.zeros_like(d[:, -1:])
-        padded = torch.cat([d, last], dim=1).flatten(0, 1)  # (N*T, 3, H, W)
+        if self.causal:
+            padded = torch.cat([torch.zeros_like(d[:, :1]), d], dim=1).flatten(0, 1)
+        else:
+            last = d[:, -1:] if self.last_frame == "repeat" else torch.zeros_like(d[:, -1:])
+            padded = torch.cat([d, last], dim=1).flatten(0, 1)  # (N*T, 3, H, W)
         return x + self.flow_refinement(padded), d
+
+    def step(self, x: Tensor, prev: Tensor | None, has_prev: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Causal output for one frame per clip.
+
+        Args:
+            x: ``(N, C, H, W)``, the stage output of frame t.
+            prev: ``(N, C', H, W)``, the reduced features of frame t-1 (what the previous
+                call returned); ``None`` before the first frame.
+            has_prev: ``(N,)`` or a scalar, 1 where ``prev`` holds a real frame and 0 where
+                not (the zero map of the first frame); taken as 1 when ``prev`` is given and
+                this is ``None``.
+
+        Returns:
+            ``(output (N, C, H, W), reduced features of frame t (N, C', H, W))``.
+        """
+        if not self.causal:
+            raise ValueError("MotionSqueeze.step needs a causal module (built with causal=True)")
+        f = self.chnl_reduction(x)
+        if prev is None:
+            prev, has_prev = torch.zeros_like(f), torch.zeros((), dtype=f.dtype, device=f.device)
+        d = displacement(prev, f, self.patch_size, self.sigma, self.temperature, backend=self.backend)
+        if has_prev is not None:
+            d = d * has_prev.to(d.dtype).reshape(-1, 1, 1, 1)
+        return x + self.flow_refinement(d), f
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_with_field(x)[0]
@@ -150,4 +186,5 @@ class MotionSqueeze(nn.Module):
             f"in_channels={self.in_channels}, reduced_channels={self.reduced_channels}, "
             f"patch_size={self.patch_size}, sigma={self.sigma}, temperature={self.temperature}, "
             f"num_segments={self.num_segments}, last_frame={self.last_frame!r}"
+            + (", causal=True" if self.causal else "")
         )

@@ -6,7 +6,8 @@ where t+1 or t-1 is outside the clip (d = ``fold_div``, 8 by default).
 
 Written with slices, a zero pad and a concatenation, never an in-place slice assignment into
 a zeros tensor: the official TSM code does the latter, and tracing-based exporters (ONNX)
-freeze such assignments into constants, giving wrong outputs after export.
+freeze such assignments into constants, giving wrong outputs after export. In eager
+training the shift is one autograd node whose backward is the opposite shift.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..ops.tracing import recording
 
 __all__ = ["temporal_shift", "TemporalShift", "check_segments"]
 
@@ -36,6 +39,36 @@ def check_segments(x: Tensor, num_segments: int, min_segments: int = 1) -> int:
     return x.shape[0] // num_segments
 
 
+def _shift(x: Tensor, num_segments: int, fold: int, backward: bool = False) -> Tensor:
+    """The shift on validated input; ``backward`` moves each fold the other way (the
+    transpose of the shift, i.e. its gradient)."""
+    nt, c, h, w = x.shape
+    v = x.reshape(nt // num_segments, num_segments, c, h, w)  # the gradient may be strided
+    # F.pad's pairs run from the last dim backwards: (W, H, C, T).
+    later, earlier = (0, 0, 0, 0, 0, 0, 0, 1), (0, 0, 0, 0, 0, 0, 1, 0)
+    if backward:
+        first = F.pad(v[:, :-1, :fold], earlier)
+        second = F.pad(v[:, 1:, fold : 2 * fold], later)
+    else:
+        first = F.pad(v[:, 1:, :fold], later)
+        second = F.pad(v[:, :-1, fold : 2 * fold], earlier)
+    return torch.cat((first, second, v[:, :, 2 * fold :]), dim=2).reshape(nt, c, h, w)
+
+
+class _ShiftFunction(torch.autograd.Function):
+    """One autograd node whose backward is the opposite shift: autograd's own backward of
+    the slices, pads and concatenation zero-fills and adds three full-size tensors."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, num_segments: int, fold: int) -> Tensor:
+        ctx.params = (num_segments, fold)
+        return _shift(x, num_segments, fold)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return _shift(grad, *ctx.params, backward=True), None, None
+
+
 def temporal_shift(x: Tensor, num_segments: int, fold_div: int = 8) -> Tensor:
     """Shift a fraction of channels one frame forward and one backward in time.
 
@@ -47,15 +80,12 @@ def temporal_shift(x: Tensor, num_segments: int, fold_div: int = 8) -> Tensor:
     Returns:
         A new tensor of the same shape.
     """
-    n = check_segments(x, num_segments)
-    nt, c, h, w = x.shape
-    v = x.view(n, num_segments, c, h, w)
-    fold = c // fold_div
-    # F.pad's pairs run from the last dim backwards: (W, H, C, T).
-    from_next = F.pad(v[:, 1:, :fold], (0, 0, 0, 0, 0, 0, 0, 1))
-    from_prev = F.pad(v[:, :-1, fold : 2 * fold], (0, 0, 0, 0, 0, 0, 1, 0))
-    out = torch.cat((from_next, from_prev, v[:, :, 2 * fold :]), dim=2)
-    return out.reshape(nt, c, h, w)
+    check_segments(x, num_segments)
+    fold = x.shape[1] // fold_div
+    # Compilers and exporters record the plain slices, pads and concatenation.
+    if torch.is_grad_enabled() and x.requires_grad and not recording():
+        return _ShiftFunction.apply(x, num_segments, fold)
+    return _shift(x, num_segments, fold)
 
 
 class TemporalShift(nn.Module):

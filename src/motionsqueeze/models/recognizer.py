@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..layers import MotionSqueeze, TemporalShift
+from ..layers import CausalTemporalShift, MotionSqueeze, TemporalShift
 from .mobilenetv2 import mobilenet_v2
 from .resnet import RESNET_DEPTHS, STAGE_NAMES, resnet
 
@@ -47,6 +47,9 @@ class ModelConfig:
         temporal_shift: TSM's residual shift before conv1 of every block.
         shift_div: 1/shift_div of the channels move each way.
         dropout: dropout probability before the classifier.
+        causal: ``False`` (default) or ``True``: frame t sees only frames <= t, for streaming
+            (docs/streaming.md): the shift moves 1/shift_div of the channels from t-1 only,
+            and MotionSqueeze matches frame t-1 to t (zero motion at the first frame).
     MotionSqueeze (ignored when ``motion_stages`` is empty):
         motion_stages: stages after which a MotionSqueeze module sits (``"res2".."res5"``).
         reduced_channels: C', width at which frames are matched.
@@ -69,6 +72,7 @@ class ModelConfig:
     temporal_shift: bool = True
     shift_div: int = 8
     dropout: float = 0.5
+    causal: bool = False
     motion_stages: tuple[str, ...] = ("res3",)
     reduced_channels: int = 64
     patch_size: int = 15
@@ -100,6 +104,8 @@ class ModelConfig:
             raise ValueError(f"num_classes must be positive, got {self.num_classes}")
         if self.num_segments < 1:
             raise ValueError(f"num_segments must be positive, got {self.num_segments}")
+        if not isinstance(self.causal, bool):
+            raise ValueError(f"causal must be true or false, got {self.causal!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -131,6 +137,7 @@ def _motion_squeeze(channels: int, c: ModelConfig) -> MotionSqueeze:
         last_frame=c.last_frame,
         transform_channels=c.transform_channels,
         backend=c.backend,
+        causal=c.causal,
     )
 
 
@@ -159,8 +166,9 @@ class VideoRecognizer(nn.Module):
             self.backbone = resnet(c.depth, num_classes=0, **kwargs)
         self.num_segments = c.num_segments
         if c.temporal_shift:
+            shift = CausalTemporalShift if c.causal else TemporalShift
             for block in self.backbone.shift_blocks():
-                block.shift = TemporalShift(c.num_segments, c.shift_div)
+                block.shift = shift(c.num_segments, c.shift_div)
         self.motion = nn.ModuleDict(
             {stage: _motion_squeeze(self.backbone.stage_channels[stage], c) for stage in c.motion_stages}
         )
@@ -336,7 +344,7 @@ class CustomRecognizer(VideoRecognizer):
                 )
         channels, num_features = self._probe(motion_after, probe_size)
         self.motion = nn.ModuleDict({_key(p): _motion_squeeze(channels[p], self.config) for p in motion_after})
-        self.shift = TemporalShift(num_segments, self.config.shift_div)
+        self.shift = (CausalTemporalShift if self.config.causal else TemporalShift)(num_segments, self.config.shift_div)
         self._fields: dict[str, Tensor] | None = None
         for p in shift_before:
             modules[p].register_forward_pre_hook(self._shift_input)

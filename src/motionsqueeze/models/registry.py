@@ -43,6 +43,11 @@ for _family, _fields in _FAMILIES.items():
         f"{_family}_mbv2_050", backbone="mobilenet_v2", width_mult=0.5, reduced_channels=16, **_fields
     )
 
+# The small causal (streaming) variants the demo trains; any other model is made causal by the
+# keyword or recipe field ``causal=True`` (docs/streaming.md).
+for _family in ("tsm", "msnet"):
+    register_model(f"{_family}_tiny_causal", **_REGISTRY[f"{_family}_tiny"], causal=True)
+
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered names matching a shell-style pattern, sorted."""

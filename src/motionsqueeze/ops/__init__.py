@@ -9,6 +9,9 @@ from .displacement import (
     l2_normalize,
     register_backend,
 )
+from .displacement_cpu import register as _register_cpu
+
+_register_cpu()  # backend="cpu", and "auto" on CPU tensors in eager mode
 
 __all__ = [
     "local_correlation",

@@ -53,6 +53,16 @@ def check_pair(f1: Tensor, f2: Tensor) -> None:
         )
 
 
+def no_autocast(device: str):
+    """A context that turns autocast off on ``device``.
+
+    Autocast would run the forward matmuls in bf16 / fp16 but not the backward ones; the
+    correlation works in its inputs' dtype instead (the caller chooses it). (Devices without
+    autocast, like "meta" for FLOP counting, need no guard.)
+    """
+    return torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else nullcontext()
+
+
 def _band(prod: Tensor, width: int, patch_size: int, dilation: int) -> Tensor:
     """Read ``prod[..., x, x + j * dilation]`` for j in [0, P) out of ``(..., W, Wp)``.
 
@@ -146,12 +156,7 @@ def local_correlation(f1: Tensor, f2: Tensor, patch_size: int = 15, dilation: in
     check_patch_size(patch_size)
     if not isinstance(dilation, int) or dilation < 1:
         raise ValueError(f"dilation must be a positive integer, got {dilation!r}")
-    # Autocast would run the forward matmuls in bf16 / fp16 but not the backward ones; the
-    # correlation works in its inputs' dtype instead (the caller chooses it).
-    # (Devices without autocast, like "meta" for FLOP counting, need no guard.)
-    device = f1.device.type
-    guard = torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else nullcontext()
-    with guard:
+    with no_autocast(f1.device.type):
         if torch.is_grad_enabled() and (f1.requires_grad or f2.requires_grad):
             return _LocalCorrelation.apply(f1, f2, patch_size, dilation)
         return _forward(f1, f2, patch_size, dilation)

@@ -168,8 +168,10 @@ def displacement(
         sigma: Gaussian width of the kernel-soft-argmax, in cells.
         temperature: tau, multiplier on the softmax logits.
         normalize: L2-normalise the features over channels first.
-        backend: ``"auto"`` (the fused Triton kernel for CUDA tensors when triton imports,
-            else the reference), ``"reference"`` (PyTorch) or ``"triton"`` (forced; CPU
+        backend: ``"auto"`` (the fused Triton kernel for CUDA tensors when triton imports;
+            ``"cpu"`` for CPU tensors in eager mode; else the reference), ``"reference"``
+            (PyTorch, what compilers and exporters record), ``"cpu"`` (PyTorch laid out for
+            a CPU, eager only, :mod:`.displacement_cpu`) or ``"triton"`` (forced; CPU
             tensors only under ``TRITON_INTERPRET=1``).
 
     Returns:

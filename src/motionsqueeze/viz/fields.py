@@ -33,7 +33,7 @@ ESTIMATOR_NAME = "block matching"
 OUTPUT_SUFFIXES = (".png", ".gif", ".mp4")
 DEFAULT_ESTIMATOR_SIZE = 224
 DEFAULT_ESTIMATOR_FRAMES = 5
-MODEL_MULTIPLE = 32  # the last ResNet stage has stride 32: sides that are multiples keep every map exact
+STAGE_STRIDES = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}  # input pixels per cell of each stage
 
 
 @dataclass
@@ -103,19 +103,18 @@ def working_size(height: int, width: int, size: int, multiple: int) -> tuple[int
 
 
 def _frame_indices(num_frames: int, count: int, step: int | None, start: int | None,
-                   segments: bool, where: str = "clip") -> list[int]:
-    """Which frames to show: TSN centre sampling (``segments``) or ``count`` frames ``step`` apart.
+                   sample=None, where: str = "clip") -> list[int]:
+    """Which frames to show: ``sample(num_frames, count)`` (a model's own sampling) unless a
+    step or start is given, else ``count`` frames ``step`` apart.
 
     ``where`` names the source in error messages.
     """
-    from ..data.sampling import segment_indices
-
     if num_frames < 2:
         raise ValueError(f"{where}: has {num_frames} frame(s); motion needs at least 2")
     if count < 2:
         raise ValueError(f"frames must be at least 2 (one pair), got {count}")
-    if segments and step is None and start is None:
-        return segment_indices(num_frames, count, 0.5)
+    if sample is not None and step is None and start is None:
+        return sample(num_frames, count)
     step = 1 if step is None else step
     if step < 1:
         raise ValueError(f"step must be a positive number of frames, got {step}")
@@ -229,10 +228,10 @@ def motion_fields(
             (all of a shorter clip).
         size: shorter side of the working frames in pixels; default the model's input
             size, or 224. Both sides are rounded to a multiple of the estimator's stride
-            (32 for a model).
+            (for a model, the stride of its deepest MotionSqueeze stage: 8 for res3).
         step: frames between the chosen frames. Default: 1 (consecutive frames) for the
-            estimator; for a model, TSN centre sampling over the whole clip, as the model
-            saw clips in training (frames are then ``n / T`` apart).
+            estimator; for a model, its own evaluation sampling (stored in the model file):
+            segment centres (frames ``n / T`` apart) or the centre dense clip.
         start: first frame when ``step`` is used; default centres the frames in the clip.
         estimator: settings of the block-matching estimator (without a checkpoint).
 
@@ -262,7 +261,14 @@ def motion_fields(
             count = model.num_segments
         else:  # a short clip is shown whole rather than refused
             count = max(2, min(DEFAULT_ESTIMATOR_FRAMES, (reader.num_frames - 1) // (step or 1) + 1))
-        indices = _frame_indices(reader.num_frames, count, step, start, segments=model is not None, where=label)
+        sample = None
+        if model is not None:
+            # The frames the model sees: its own sampling (segment centres or a dense clip).
+            from ..engine.predict import model_clip_indices
+
+            def sample(n, c):
+                return model_clip_indices(model, n, c)
+        indices = _frame_indices(reader.num_frames, count, step, start, sample=sample, where=label)
         clip = reader.read(indices)  # (T, H, W, 3) uint8
     finally:
         reader.close()
@@ -270,7 +276,9 @@ def motion_fields(
     if model is not None:
         default = pre.get("input_size", 224)
         default = min(default) if isinstance(default, (list, tuple)) else default
-        multiple = MODEL_MULTIPLE
+        # Cells of the deepest MotionSqueeze stage stay whole; a coarser multiple would bend
+        # the aspect ratio of small inputs (56 px: 64 x 64 for a 2.35:1 frame at 32).
+        multiple = max(STAGE_STRIDES[s] for s in model.motion)
     else:
         default, multiple = DEFAULT_ESTIMATOR_SIZE, estimator.stride
     hw = working_size(*source_size, int(size or default), multiple)

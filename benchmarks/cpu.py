@@ -1,0 +1,176 @@
+"""CPU speed of the motion path: the displacement op and TSN / TSM / MSNet end to end.
+
+Two tables, every number a median over interleaved rounds in one process (in each round
+every variant of a row runs once, in turn), ratios taken round by round, so that the ratios
+hold on a loaded machine even when the times do not:
+
+* ``displacement`` at P = 15, float32: forward (no autograd) and forward + backward of the
+  ``"reference"`` and ``"cpu"`` backends, their speed-up and the largest deviation of the
+  output and of the input gradients;
+* whole models, contiguous float32: a training step (forward, cross-entropy, backward, SGD
+  update with the engine's optimiser) and single-clip inference (eval, no gradients) of
+  tsn / tsm / msnet, and msnet forced to the reference backend; then FLOPs MSNet / TSM and
+  the time ratios MSNet / TSM and TSM / TSN.
+
+Usage (nothing is asserted)::
+
+    python benchmarks/cpu.py                        # the full grid, 2 threads, 7 rounds
+    python benchmarks/cpu.py --families tiny --rounds 3 --shapes 14x64x16x16   # quick look
+
+Families: ``tiny`` (16 clips x 8 frames x 64x64 per training step), ``r18`` and ``r50``
+(2 clips x 8 frames x 224x224); inference is one clip of the same frames and size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+
+from common import environment, fmt, interleaved, median_ratio, print_table
+
+FAMILIES = {"tiny": (64, 16), "r18": (224, 2), "r50": (224, 2)}  # frame size, training clips
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shapes", default="14x64x16x16,7x64x28x28,56x64x28x28,7x64x56x56",
+                   help="comma-separated NxCxHxW of the feature maps for the op table ('' skips it)")
+    p.add_argument("--patch-size", type=int, default=15, help="P, the window is P x P cells")
+    p.add_argument("--families", default="tiny,r18,r50",
+                   help="comma-separated model families for the model table ('' skips it)")
+    p.add_argument("--works", default="train,infer", help="train and/or infer")
+    p.add_argument("--frames", type=int, default=8, help="frames per clip")
+    p.add_argument("--classes", type=int, default=174, help="classifier outputs")
+    p.add_argument("--rounds", type=int, default=7, help="timed rounds, medians are printed")
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    return p.parse_args(argv)
+
+
+def bench_ops(args) -> None:
+    import torch
+
+    from motionsqueeze.ops import displacement
+
+    rows = []
+    for spec in args.shapes.split(","):
+        n, c, h, w = (int(v) for v in spec.split("x"))
+        g = torch.Generator().manual_seed(0)
+        f1, f2 = (torch.randn(n, c, h, w, generator=g) for _ in range(2))
+        grad = torch.randn(n, 3, h, w, generator=g)
+
+        def forward(backend):
+            with torch.no_grad():
+                return displacement(f1, f2, args.patch_size, backend=backend)
+
+        def forward_backward(backend):
+            a, b = f1.clone().requires_grad_(), f2.clone().requires_grad_()
+            out = displacement(a, b, args.patch_size, backend=backend)
+            return (out, *torch.autograd.grad(out, (a, b), grad))
+
+        ref, cpu = forward_backward("reference"), forward_backward("cpu")
+        out_err = (ref[0] - cpu[0]).abs().max().item()
+        grad_err = max((x - y).abs().max().item() for x, y in zip(ref[1:], cpu[1:]))
+        t = interleaved({
+            "ref f": lambda: forward("reference"), "cpu f": lambda: forward("cpu"),
+            "ref fb": lambda: forward_backward("reference"), "cpu fb": lambda: forward_backward("cpu"),
+        }, args.rounds, args.warmup)
+        med = {k: statistics.median(v) for k, v in t.items()}
+        rows.append([spec, fmt(med["ref f"], 1), fmt(med["cpu f"], 1),
+                     fmt(median_ratio(t["ref f"], t["cpu f"]), 2), fmt(med["ref fb"], 1), fmt(med["cpu fb"], 1),
+                     fmt(median_ratio(t["ref fb"], t["cpu fb"]), 2), f"{out_err:.1e}", f"{grad_err:.1e}"])
+    print(f"\ndisplacement, P = {args.patch_size}, float32, {args.threads} threads, medians of {args.rounds} "
+          f"interleaved rounds (ms): {environment('cpu')}")
+    print_table(["N x C x H x W", "reference fwd", "cpu fwd", "speed-up", "reference fwd+bwd", "cpu fwd+bwd",
+                 "speed-up", "max |out diff|", "max |grad diff|"], rows)
+
+
+def _variants(family, args):
+    """name -> (model name, create_model overrides)."""
+    return {"tsn": (f"tsn_{family}", {}), "tsm": (f"tsm_{family}", {}), "msnet": (f"msnet_{family}", {}),
+            "msnet ref": (f"msnet_{family}", {"backend": "reference"})}
+
+
+def _flops_ratio(family, args, size):
+    import torch
+
+    from motionsqueeze import create_model
+    from motionsqueeze.models.complexity import measure_complexity
+
+    flops = {}
+    for arch in ("tsm", "msnet"):
+        with torch.device("meta"):
+            model = create_model(f"{arch}_{family}", num_classes=args.classes, num_segments=args.frames)
+        flops[arch] = measure_complexity(model, frames=args.frames, size=size).gflops
+    return flops["msnet"] / flops["tsm"]
+
+
+def _job(work, name, overrides, args, size, clips):
+    """A callable running one training step or one inference of a fresh model."""
+    import torch
+    import torch.nn.functional as F
+
+    from motionsqueeze import create_model
+    from motionsqueeze.engine.config import OptimConfig
+    from motionsqueeze.engine.optim import build_optimizer
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=args.classes, num_segments=args.frames, **overrides)
+    if work == "infer":
+        model.eval()
+        clip = torch.randn(1, args.frames, 3, size, size)
+
+        def infer():
+            with torch.no_grad():
+                model(clip)
+
+        return infer
+    model.train()
+    optimizer = build_optimizer(model, OptimConfig(), 0.01)
+    x = torch.randn(clips, args.frames, 3, size, size)
+    labels = torch.randint(0, args.classes, (clips,))
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), labels).backward()
+        optimizer.step()
+
+    return step
+
+
+def bench_models(args) -> None:
+    rows = []
+    for family in args.families.split(","):
+        size, clips = FAMILIES[family]
+        flops = _flops_ratio(family, args, size)
+        for work in args.works.split(","):
+            jobs = {k: _job(work, name, over, args, size, clips) for k, (name, over) in _variants(family, args).items()}
+            t = interleaved(jobs, args.rounds, args.warmup)
+            med = {k: statistics.median(v) for k, v in t.items()}
+            what = f"{clips if work == 'train' else 1} x {args.frames} x {size}x{size}"
+            rows.append([family, "training step" if work == "train" else "inference", what,
+                         *(fmt(med[k], 1) for k in ("tsn", "tsm", "msnet", "msnet ref")), fmt(flops, 3),
+                         fmt(median_ratio(t["msnet"], t["tsm"]), 3), fmt(median_ratio(t["tsm"], t["tsn"]), 3),
+                         fmt(median_ratio(t["msnet ref"], t["tsm"]), 3)])
+            del jobs
+    print(f"\nwhole models, float32, contiguous, {args.threads} threads, medians of {args.rounds} interleaved "
+          f"rounds (ms): {environment('cpu')}")
+    print_table(["family", "work", "clips x frames x size", "tsn", "tsm", "msnet", "msnet (reference op)",
+                 "FLOPs MSNet/TSM", "MSNet/TSM", "TSM/TSN", "MSNet (reference op)/TSM"], rows)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.shapes:
+        bench_ops(args)
+    if args.families:
+        bench_models(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

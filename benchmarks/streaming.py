@@ -1,0 +1,133 @@
+"""Streaming inference on the CPU: per-frame latency of the causal step vs whole-clip cost.
+
+For tsm and msnet of each backbone (default: every registered one except ResNet-34/101),
+built with ``causal=True``, in interleaved rounds so that load from other processes hits all models
+alike:
+
+* step: one frame through :class:`motionsqueeze.models.streaming.StreamingRecognizer`
+  (the state carried from the previous frame), timed per frame over ``--frames-per-round``
+  frames of a continuing stream;
+* whole clip: one T-frame clip through the model's forward, divided by T (what re-running
+  the window for every new frame would cost per frame is T times this).
+
+Reported are medians over all timed frames / clips, frames per second = 1000 / median step
+ms, and MSNet's step time over TSM's for the same backbone. Next to the wall-clock times,
+the process CPU time per frame: on a machine shared with other jobs the wall clock measures
+the other jobs too (and with 2 threads, every operator waits until both of its threads get a
+core), while the CPU time of a 1-thread run stays close to what the frame costs on an idle
+core. Nothing is asserted.
+
+Usage::
+
+    python benchmarks/streaming.py                                   # 224x224, 2 threads
+    python benchmarks/streaming.py --models tsm_tiny,msnet_tiny --size 64 --rounds 1   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+from common import environment, print_table
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default=None,
+                   help="comma-separated registered models, built causal (default: tsm_*/msnet_* but r34/r101)")
+    p.add_argument("--size", type=int, default=224, help="frame height and width (default 224)")
+    p.add_argument("--frames", type=int, default=8, help="T, frames per clip and score window (default 8)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    p.add_argument("--frames-per-round", type=int, default=8, help="timed stream frames per model and round")
+    p.add_argument("--classes", type=int, default=174, help="classifier outputs (default 174)")
+    return p.parse_args(argv)
+
+
+def _cpu() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _default_models():
+    from motionsqueeze.models import list_models
+
+    skip = ("_r34", "_r101", "_causal")
+    return [n for n in list_models("tsm_*") + list_models("msnet_*") if not n.endswith(skip)]
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    import torch
+
+    from motionsqueeze.models import create_model
+    from motionsqueeze.models.streaming import StreamingRecognizer
+
+    torch.set_num_threads(args.threads)
+    names = args.models.split(",") if args.models else _default_models()
+    gen = torch.Generator().manual_seed(0)
+    frames = torch.randn(args.frames_per_round + 1, 3, args.size, args.size, generator=gen)
+    clip = torch.randn(1, args.frames, 3, args.size, args.size, generator=gen)
+    models, streams = {}, {}
+    for name in names:
+        torch.manual_seed(0)
+        models[name] = create_model(name, num_classes=args.classes, num_segments=args.frames, causal=True).eval()
+        streams[name] = StreamingRecognizer(models[name])
+    step_ms = {n: [] for n in names}
+    clip_ms = {n: [] for n in names}
+    step_cpu = {n: [] for n in names}
+    clip_cpu = {n: [] for n in names}
+    load = []
+    with torch.no_grad():
+        for name in names:  # warm-up: first calls allocate
+            streams[name].step(frames[0])
+            models[name](clip)
+        for _ in range(args.rounds):
+            load.append(os.getloadavg()[0])
+            for name in names:
+                for f in frames[1:]:
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    streams[name].step(f)
+                    step_ms[name].append((time.perf_counter() - t0) * 1e3)
+                    step_cpu[name].append((time.process_time() - c0) * 1e3)
+                t0, c0 = time.perf_counter(), time.process_time()
+                models[name](clip)
+                clip_ms[name].append((time.perf_counter() - t0) * 1e3 / args.frames)
+                clip_cpu[name].append((time.process_time() - c0) * 1e3 / args.frames)
+
+    print(f"# streaming inference, 1 stream of {args.size}x{args.size} frames, fp32, batch 1, "
+          f"window/clip T={args.frames}, {args.threads} torch threads")
+    print(f"# {_cpu()}, {os.cpu_count()} cores; {environment('cpu')}")
+    print(f"# load average (1 min) during the rounds: {min(load):.1f} to {max(load):.1f} "
+          f"(other processes share the cores)\n")
+    rows = []
+    for name in names:
+        s, c = statistics.median(step_ms[name]), statistics.median(clip_ms[name])
+        sc, cc = statistics.median(step_cpu[name]), statistics.median(clip_cpu[name])
+        rows.append([f"{name} causal", f"{s:.1f}", f"{1000 / s:.1f}", f"{c:.1f}", f"{c * args.frames:.0f}",
+                     f"{sc:.1f}", f"{cc:.1f}"])
+    print_table(["model", "step ms/frame", "stream fps", "whole clip ms/frame",
+                 f"re-run window ms/frame (T={args.frames})", "step CPU ms/frame", "whole clip CPU ms/frame"], rows)
+    pairs = []
+    for name in names:
+        if name.startswith("msnet_") and name.replace("msnet_", "tsm_", 1) in step_ms:
+            tsm = name.replace("msnet_", "tsm_", 1)
+            pairs.append([name.removeprefix("msnet_"),
+                          f"{statistics.median(step_ms[name]) / statistics.median(step_ms[tsm]):.2f}",
+                          f"{statistics.median(clip_ms[name]) / statistics.median(clip_ms[tsm]):.2f}",
+                          f"{statistics.median(step_cpu[name]) / statistics.median(step_cpu[tsm]):.2f}"])
+    if pairs:
+        print("\nMSNet time / TSM time (same backbone)")
+        print_table(["backbone", "step (wall)", "whole clip (wall)", "step (CPU)"], pairs)
+
+
+if __name__ == "__main__":
+    main()

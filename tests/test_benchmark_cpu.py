@@ -1,0 +1,17 @@
+"""benchmarks/cpu.py runs end to end and prints both tables (tiny settings; no time is asserted)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def test_cpu_benchmark_prints_the_op_and_model_tables():
+    cmd = [sys.executable, str(BENCH / "cpu.py"), "--shapes", "2x4x6x6", "--families", "tiny", "--works", "infer",
+           "--frames", "2", "--classes", "4", "--rounds", "1", "--warmup", "0", "--threads", "1"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True).stdout
+    assert "displacement, P = 15, float32" in out and "| 2x4x6x6 " in out
+    assert "whole models, float32" in out and "| tiny   | inference |" in out
+    row = next(line for line in out.splitlines() if line.startswith("| tiny"))
+    assert len(row.split("|")) == 13  # 11 columns, every one filled
