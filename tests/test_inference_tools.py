@@ -380,7 +380,7 @@ def test_predict_a_folder_and_a_list_into_jsonl_and_csv_skipping_an_unreadable_i
     out = tmp_path / "pred.jsonl"
     assert main(["predict", str(path), str(videos), "--topk", "2", "--out", str(out)]) == 1
     captured = capsys.readouterr()
-    assert "skipped: " in captured.err and "broken.mp4" in captured.err and "2 of 3 inputs classified" in captured.err
+    assert "skipped: " in captured.err and "broken.mp4" in captured.err and "1 of 3 inputs could not be read" in captured.err
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["input"].replace("\\", "/").split("videos/")[1] for r in rows] == ["a.mp4", "sub/b", "sub/broken.mp4"]
     assert len(rows[0]["predictions"]) == 2 and "error" in rows[2] and "predictions" not in rows[2]

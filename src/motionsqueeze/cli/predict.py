@@ -77,7 +77,7 @@ def run(args) -> int:
         raise ValueError(f"--clips must be at least 1, got {args.clips}")
     inputs = [source for source, _ in gather_inputs(args.inputs, args.list_file, template=args.template,
                                                     start_index=args.start_index)]
-    skipped = 0
+    skipped = []
     with _ResultFile(args.out) as results:
         for source in inputs:
             try:
@@ -87,7 +87,7 @@ def run(args) -> int:
             except (ValueError, OSError) as err:  # one unreadable input: report it and go on
                 if len(inputs) == 1:
                     raise
-                skipped += 1
+                skipped.append(source)
                 print(f"skipped: {err}" if source in str(err) else f"skipped {source}: {err}", file=sys.stderr)
                 results.write(source, None, str(err))
                 continue
@@ -99,7 +99,8 @@ def run(args) -> int:
             for row in top:
                 print(f"  {row['rank']}. {row['class']:<50s} {row['probability'] * 100:6.2f}%")
     if skipped:
-        print(f"{len(inputs) - skipped} of {len(inputs)} inputs classified, {skipped} skipped", file=sys.stderr)
+        print(f"motionsqueeze predict: {len(skipped)} of {len(inputs)} inputs could not be read: "
+              + ", ".join(skipped), file=sys.stderr)
     return 1 if skipped else 0
 
 
