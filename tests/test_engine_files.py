@@ -144,6 +144,15 @@ def test_bad_items_are_skipped_and_reported_per_epoch(dataset, tmp_path, capsys)
     # the reason is in the run's log too, one line
     last = (tmp_path / "strict" / "train.log").read_text().splitlines()[-1]
     assert last.startswith("stopped: DataError: ") and "train clip 2: frame folder not found" in last
+    # The next attempt in that folder (no checkpoint was saved) starts its own log; the failed
+    # attempt's log is kept beside it, not mixed into the new one.
+    (tmp_path / "again").mkdir()
+    fit(load_config(_recipe(broken, tmp_path / "again", on_error="skip")), run_dir=tmp_path / "strict", quiet=True)
+    fresh = (tmp_path / "strict" / "train.log").read_text()
+    assert "stopped:" not in fresh and fresh.count(" parameters, ") == 1
+    assert "train.attempt-1.log" in fresh.splitlines()[0]
+    kept = (tmp_path / "strict" / "train.attempt-1.log").read_text()
+    assert kept.splitlines()[-1] == last
 
 
 def test_eval_of_the_test_split_without_a_test_list_is_refused(dataset, tmp_path, capsys):

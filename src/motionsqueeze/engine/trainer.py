@@ -110,13 +110,29 @@ def prepare_clips(clip: torch.Tensor, device: torch.device, mean, std, channels_
 
 
 class _Logger:
-    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool):
+    """``train.log`` (and the terminal), ``metrics.jsonl`` and TensorBoard of a run.
+
+    A run that starts from scratch in a folder whose ``train.log`` an earlier attempt left
+    (one that failed before saving a checkpoint) moves that log to ``train.attempt-N.log`` and
+    says so in its first line, so the new log holds one run and the old one is kept.
+    """
+
+    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool, fresh: bool = False):
         self.enabled = enabled
         self.run_dir = run_dir
         self.tb = None
         if enabled:
             run_dir.mkdir(parents=True, exist_ok=True)
+            earlier = None
+            if fresh and (run_dir / "train.log").exists():
+                n = 1
+                while (run_dir / f"train.attempt-{n}.log").exists():
+                    n += 1
+                earlier = run_dir / f"train.attempt-{n}.log"
+                os.replace(run_dir / "train.log", earlier)
             self.log_file = open(run_dir / "train.log", "a")
+            if earlier is not None:
+                self(f"note: an earlier attempt in this folder saved no checkpoint; its log is {earlier.name}")
             if tensorboard:
                 try:
                     from torch.utils.tensorboard import SummaryWriter
@@ -415,7 +431,7 @@ def _fit(cfg: TrainConfig, info: DistInfo, run: Path, resume, quiet, allow_chang
             f"run folder {run} already holds a checkpoint ({existing}); pass --resume auto to "
             f"continue it, or choose another --out so that finished work is not overwritten"
         )
-    log = _Logger(run, info.is_main, t.tensorboard)
+    log = _Logger(run, info.is_main, t.tensorboard, fresh=ckpt_path is None)
     if info.is_main:
         remove_stale_temp_files(run, log)
     state = load_checkpoint(ckpt_path, map_location="cpu") if ckpt_path else None
