@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 
-from common import environment, print_table
+from common import cpu_name, environment, print_table
 
 
 def parse_args(argv=None):
@@ -36,16 +35,6 @@ def parse_args(argv=None):
     p.add_argument("--classes", type=int, default=174, help="classifier outputs (default 174)")
     return p.parse_args(argv)
 
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv=None) -> None:
@@ -72,7 +61,7 @@ def main(argv=None) -> None:
     median = {n: statistics.median(t) for n, t in times.items()}
     print(f"\nsingle-clip inference, 1 clip of {args.frames}x{args.size}x{args.size}, fp32, eval, "
           f"{args.threads} torch threads, median of {args.rounds} interleaved rounds")
-    print(f"{_cpu_name()} ({os.cpu_count()} cores), {environment('cpu')}\n")
+    print(f"{cpu_name()} ({os.cpu_count()} cores), {environment('cpu')}\n")
     rows = []
     for b in args.backbones.split(","):
         tsm, ms = median[f"tsm_{b}"], median[f"msnet_{b}"]

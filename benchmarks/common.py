@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import platform
 import statistics
 import time
 
@@ -103,3 +104,15 @@ def interleaved(fns: dict, rounds: int, warmup: int = 1) -> dict:
 def median_ratio(num: list, den: list) -> float:
     """Median over rounds of the per-round ratio ``num / den``."""
     return statistics.median(a / b for a, b in zip(num, den))
+
+
+def cpu_name() -> str:
+    """The processor's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

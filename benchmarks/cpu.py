@@ -45,7 +45,11 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=7, help="timed rounds, medians are printed")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    unknown = sorted(set(args.works.split(",")) - {"train", "infer"})
+    if unknown:
+        p.error(f"--works takes train and/or infer, got {','.join(unknown)}")
+    return args
 
 
 def bench_ops(args) -> None:

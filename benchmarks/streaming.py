@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 
-from common import environment, print_table
+from common import cpu_name, environment, print_table
 
 
 def parse_args(argv=None):
@@ -46,15 +45,6 @@ def parse_args(argv=None):
     p.add_argument("--classes", type=int, default=174, help="classifier outputs (default 174)")
     return p.parse_args(argv)
 
-
-def _cpu() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _default_models():
@@ -105,7 +95,7 @@ def main(argv=None) -> None:
 
     print(f"# streaming inference, 1 stream of {args.size}x{args.size} frames, fp32, batch 1, "
           f"window/clip T={args.frames}, {args.threads} torch threads")
-    print(f"# {_cpu()}, {os.cpu_count()} cores; {environment('cpu')}")
+    print(f"# {cpu_name()}, {os.cpu_count()} cores; {environment('cpu')}")
     print(f"# load average (1 min) during the rounds: {min(load):.1f} to {max(load):.1f} "
           f"(other processes share the cores)\n")
     rows = []
