@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from ..ops import displacement
 from ..ops.correlation import check_patch_size
+from ..ops.displacement_step import displacement_pair, pair_path_applies
 from .temporal_shift import check_segments
 
 __all__ = ["MotionSqueeze", "FeatureTransform"]
@@ -173,7 +174,11 @@ class MotionSqueeze(nn.Module):
         f = self.chnl_reduction(x)
         if prev is None:
             prev, has_prev = torch.zeros_like(f), torch.zeros((), dtype=f.dtype, device=f.device)
-        d = displacement(prev, f, self.patch_size, self.sigma, self.temperature, backend=self.backend)
+        if self.backend == "auto" and pair_path_applies(f):
+            # One pair per stream at inference: the few-operator path (ops/displacement_step.py).
+            d = displacement_pair(prev, f, self.patch_size, self.sigma, self.temperature)
+        else:
+            d = displacement(prev, f, self.patch_size, self.sigma, self.temperature, backend=self.backend)
         if has_prev is not None:
             d = d * has_prev.to(d.dtype).reshape(-1, 1, 1, 1)
         return x + self.flow_refinement(d), f

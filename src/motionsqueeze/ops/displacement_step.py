@@ -1,0 +1,138 @@
+"""One frame pair at a time: the displacement of a streaming step, fast on a CPU.
+
+A streaming step (docs/streaming.md) matches the cached reduced features of frame t-1 with
+those of frame t: one pair of small maps per stream (16-32 channels, 28 x 28 at 224 x 224
+input), inference only. :func:`motionsqueeze.ops.displacement` is built for clips (many
+pairs, autograd), and on one pair most of its time goes to per-operator overhead and to
+reductions with index tracking. :func:`displacement_pair` computes the same function as
+:func:`~motionsqueeze.ops.displacement_reference` (tested against it) with few operators:
+
+* correlation: the second map is L2-normalised and zero-padded by r = (P-1)/2 cells once, so
+  that cells off the map score exactly 0, as in the reference; the P padded rows a row y of
+  the first map is matched with are one strided view of it, so one batched matrix product
+  per stream, ``(H, W, C) x (H, C, P * (W + 2r))``, scores every row pair, and the window
+  ``(H, W, P, P)`` is another strided view of the products (element (x, x + dx) of a
+  row-major matrix with rows one element longer lies on a column), read once by the ReLU;
+* kernel-soft-argmax on ``(N, H*W, P*P)``, candidates innermost: the confidence is a plain
+  max (``amax``, no index tracking, which is ten times slower); the first argmax is found
+  from the per-row maxima (first row holding the maximum, then the first column in it);
+  the softmax's three sums (its normaliser and the two offset expectations) are one matrix
+  product with a constant ``(P*P, 3)`` matrix, cached per window size.
+
+No gradient: under autograd, tracing, export or for non-CPU tensors call
+:func:`~motionsqueeze.ops.displacement` instead (:func:`pair_path_applies` says when this
+one may be used). Half precision is computed in float32, as by the other backends.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .correlation import check_pair, check_patch_size
+from .displacement import L2_EPS
+from .tracing import recording
+
+__all__ = ["displacement_pair", "pair_path_applies"]
+
+EXP_FLOOR = -60.0  # softmax exponents below this are raised to it: no subnormal floats
+
+
+def pair_path_applies(f: Tensor) -> bool:
+    """Whether :func:`displacement_pair` may replace ``displacement`` for features ``f``:
+    eager CPU inference (no autograd, no tracing or export)."""
+    return f.device.type == "cpu" and f.is_floating_point() and not recording() and not (
+        torch.is_grad_enabled() and f.requires_grad
+    )
+
+
+def _offsets(p: int, like: Tensor) -> Tensor:
+    """``(P, 1)``: offset / r of each window row (or column), ``-1 .. 1``."""
+    r = max((p - 1) / 2, 1.0)  # P = 1: the only offset is 0
+    return ((torch.arange(p, dtype=like.dtype, device=like.device) - (p - 1) / 2) / r).view(p, 1)
+
+
+def _normalized(f: Tensor) -> Tensor:
+    """``(N, C, H, W)`` -> channels-innermost ``(N, H, W, C)``, ``f / sqrt(sum f^2 + eps)``."""
+    x = f.permute(0, 2, 3, 1)
+    return x / x.square().sum(-1, keepdim=True).add_(L2_EPS).sqrt_()
+
+
+def _window_scores(a: Tensor, b: Tensor, p: int) -> Tensor:
+    """Rectified correlation ``(N, P_dy, P_dx, H*W)`` of two ``(N, H, W, C)`` maps."""
+    n, h, w, c = a.shape
+    r = (p - 1) // 2
+    wp = w + 2 * r
+    bp = F.pad(b, (0, 0, r, r, r, r)).contiguous()  # (N, H + 2r, Wp, C), zeros off the map
+    prod = a.new_empty(n, h, p * wp, w)
+    s = a.new_empty(n, p, p, h, w)
+    for i in range(n):
+        # Row y of a meets padded rows y .. y + P - 1 of b: P * Wp consecutive cells.
+        rows = bp[i].as_strided((h, p * wp, c), (wp * c, c, 1))
+        torch.bmm(rows, a[i].transpose(1, 2), out=prod[i])
+        # prod[y, dy * Wp + x + dx, x] scores pixel (y, x) at offset (dy, dx) - r.
+        window = prod[i].as_strided((p, p, h, w), (wp * w, w, p * wp * w, w + 1))
+        torch.clamp_min(window, 0, out=s[i])
+    return s.view(n, p, p, h * w)
+
+
+def _first_max(x: Tensor, top: Tensor) -> Tensor:
+    """Index along dim 1 of ``x`` ``(N, P, L)`` of the first element equal to ``top``
+    ``(N, 1, L)`` (there is one), as floats ``(N, 1, L)``: descending weights make amax
+    pick the first."""
+    p = x.shape[1]
+    first = torch.arange(p, 0, -1, dtype=x.dtype, device=x.device).view(p, 1)
+    return p - (x.eq(top) * first).amax(1, keepdim=True)
+
+
+def _soft_argmax(s: Tensor, sigma: float, tau: float) -> Tensor:
+    """Kernel-soft-argmax of rectified scores ``(N, P_dy, P_dx, L)`` -> ``(N, 3, L)``
+    [u, v, conf]; every reduction runs over outer dimensions, vectorised along L."""
+    n, p, _, length = s.shape
+    row_max = s.amax(2)  # (N, P_dy, L)
+    conf = row_max.amax(1, keepdim=True)  # (N, 1, L)
+    # First index on ties, as torch.max over the dy-major window: the first row holding the
+    # maximum, then the first column of that row holding it.
+    iy = _first_max(row_max, conf)
+    row = torch.gather(s, 1, iy.long().unsqueeze(1).expand(n, 1, p, length)).squeeze(1)
+    ix = _first_max(row, conf)
+    k = torch.arange(p, dtype=s.dtype, device=s.device).view(p, 1)
+    gy = torch.exp((k - iy).square_().mul_(-0.5 / sigma**2)).mul_(tau)  # (N, P_dy, L)
+    gx = torch.exp((k - ix).square_().mul_(-0.5 / sigma**2))  # (N, P_dx, L)
+    logits = (gy.unsqueeze(2) * gx.unsqueeze(1)).mul_(s)
+    # The largest logit is tau * conf for tau >= 0 (g = 1 at the argmax, g <= 1 and
+    # 0 <= S <= conf elsewhere); exponents floored as in the "cpu" backend.
+    top = tau * conf.unsqueeze(1) if tau >= 0 else logits.amax((1, 2), keepdim=True)
+    e = logits.sub_(top).clamp_(min=EXP_FLOOR).exp_()
+    ex, ey = e.sum(1), e.sum(2)  # marginals over dy and dx: (N, P_dx, L), (N, P_dy, L)
+    off = _offsets(p, s)
+    z = ex.sum(1)
+    u = (ex * off).sum(1) / z
+    v = (ey * off).sum(1) / z
+    return torch.stack((u, v, conf.squeeze(1)), 1)
+
+
+def displacement_pair(
+    f1: Tensor, f2: Tensor, patch_size: int = 15, sigma: float = 5.0, temperature: float = 100.0
+) -> Tensor:
+    """:func:`motionsqueeze.ops.displacement` (L2-normalised) for inference on a CPU, fastest
+    for few pairs.
+
+    Args:
+        f1, f2: features of frames t-1 and t, ``(N, C, H, W)`` (one pair per stream).
+        patch_size, sigma, temperature: as for ``displacement``.
+
+    Returns:
+        ``(N, 3, H, W)`` in the input dtype: u, v in [-1, 1] and the confidence.
+    """
+    check_pair(f1, f2)
+    check_patch_size(patch_size)
+    if not sigma > 0:
+        raise ValueError(f"sigma must be positive (cells), got {sigma}")
+    work = torch.float32 if f1.dtype in (torch.float16, torch.bfloat16) else f1.dtype
+    n, _, h, w = f1.shape
+    with torch.no_grad():
+        s = _window_scores(_normalized(f1.to(work)), _normalized(f2.to(work)), patch_size)
+        out = _soft_argmax(s, float(sigma), float(temperature))
+    return out.view(n, 3, h, w).to(f1.dtype)

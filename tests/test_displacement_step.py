@@ -1,0 +1,91 @@
+"""The one-pair displacement of a streaming step equals the reference: window sizes larger
+and smaller than the map, borders, ties, dtypes, several streams; MotionSqueeze.step uses it
+for eager inference only."""
+
+import pytest
+import torch
+
+from motionsqueeze.layers import MotionSqueeze
+from motionsqueeze.ops import displacement_reference
+from motionsqueeze.ops.displacement_step import displacement_pair, pair_path_applies
+from naive import naive_displacement
+
+
+@pytest.mark.parametrize(
+    "n,c,h,w,p",
+    [
+        (1, 16, 28, 28, 15),  # msnet_mbv2_050's res3 at 224 x 224
+        (2, 4, 5, 6, 5),  # the window reaches past every border
+        (1, 3, 7, 3, 15),  # window larger than the map both ways
+        (1, 3, 4, 9, 7),
+        (2, 2, 3, 3, 1),  # P = 1: one zero displacement
+        (3, 5, 1, 1, 3),  # one pixel
+    ],
+)
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 5e-6)])
+def test_pair_displacement_equals_the_reference(n, c, h, w, p, dtype, tol):
+    g = torch.Generator().manual_seed(h * w + p)
+    f1, f2 = (torch.randn(n, c, h, w, generator=g, dtype=dtype) for _ in range(2))
+    for sigma, tau in [(5.0, 100.0), (1.5, 20.0)]:
+        got = displacement_pair(f1, f2, p, sigma, tau)
+        # Against the reference in float64: at tau = 20 the float32 reference itself is
+        # 1e-5 off at the first shape, this path 1e-6.
+        want = displacement_reference(f1.double(), f2.double(), p, sigma, tau, True)
+        assert got.shape == (n, 3, h, w) and got.dtype == dtype
+        torch.testing.assert_close(got.double(), want, rtol=0, atol=tol)
+    # Non-contiguous inputs (a channels-last view) give the same values.
+    cl = displacement_pair(f1.contiguous(memory_format=torch.channels_last), f2, p)
+    torch.testing.assert_close(cl, displacement_pair(f1, f2, p), rtol=0, atol=tol / 10)
+
+
+def test_pair_displacement_breaks_ties_and_fills_empty_windows_like_the_loops():
+    # Constant features: every in-map cell ties and the first (top-left) wins, which centres
+    # the Gaussian off the pixel; zero features: every score 0, uniform softmax.
+    ones = torch.ones(1, 2, 4, 5, dtype=torch.float64)
+    for f1, f2 in [(ones, ones), (ones, torch.zeros_like(ones)), (torch.zeros_like(ones), ones)]:
+        got = displacement_pair(f1, f2, 5, 1.0, 100.0)
+        torch.testing.assert_close(got, naive_displacement(f1, f2, 5, 1.0, 100.0), rtol=0, atol=1e-9)
+    tied = displacement_pair(ones, ones, 5, 1.0, 100.0)
+    assert tied[0, :2, 2, 2].tolist() == pytest.approx([-1.0, -1.0])  # the top-left cell won
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_pair_displacement_computes_half_precision_in_float32(dtype):
+    g = torch.Generator().manual_seed(1)
+    f1, f2 = (torch.randn(1, 8, 9, 10, generator=g).to(dtype) for _ in range(2))
+    got = displacement_pair(f1, f2, 7)
+    assert got.dtype == dtype
+    want = displacement_reference(f1, f2, 7, 5.0, 100.0, True)
+    torch.testing.assert_close(got.float(), want.float(), rtol=0, atol=1e-2)  # a half-precision ulp
+
+
+def test_pair_displacement_checks_its_inputs():
+    with pytest.raises(ValueError, match="same shape"):
+        displacement_pair(torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, 3, 4))
+    with pytest.raises(ValueError, match="odd"):
+        displacement_pair(torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, 3, 3), 4)
+    with pytest.raises(ValueError, match="sigma"):
+        displacement_pair(torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, 3, 3), 3, 0.0)
+
+
+def test_motion_squeeze_step_takes_the_pair_path_for_eager_inference_only(monkeypatch):
+    import motionsqueeze.layers.motion_squeeze as ms_module
+
+    calls = []
+    real = ms_module.displacement_pair
+    monkeypatch.setattr(ms_module, "displacement_pair", lambda *a: calls.append(1) or real(*a))
+    torch.manual_seed(0)
+    ms = MotionSqueeze(8, reduced_channels=4, patch_size=5, num_segments=2, causal=True).eval()
+    x, prev = torch.randn(2, 8, 6, 7), torch.randn(2, 4, 6, 7)
+    with torch.no_grad():
+        fast, reduced = ms.step(x, prev, torch.tensor([1.0, 0.0]))
+        ms.backend = "reference"
+        ref, _ = ms.step(x, prev, torch.tensor([1.0, 0.0]))
+    assert len(calls) == 1
+    torch.testing.assert_close(fast, ref, rtol=0, atol=1e-5)
+    # With autograd the differentiable backends run, and gradients flow.
+    ms.backend = "auto"
+    out, _ = ms.step(x.requires_grad_(), prev, None)
+    out.sum().backward()
+    assert len(calls) == 1 and x.grad is not None
+    assert pair_path_applies(torch.zeros(1)) and not pair_path_applies(torch.zeros(1, dtype=torch.long))
