@@ -88,4 +88,6 @@ def test_motion_squeeze_step_takes_the_pair_path_for_eager_inference_only(monkey
     out, _ = ms.step(x.requires_grad_(), prev, None)
     out.sum().backward()
     assert len(calls) == 1 and x.grad is not None
-    assert pair_path_applies(torch.zeros(1)) and not pair_path_applies(torch.zeros(1, dtype=torch.long))
+    with torch.no_grad():
+        assert pair_path_applies(torch.zeros(1)) and not pair_path_applies(torch.zeros(1, dtype=torch.long))
+    assert not pair_path_applies(torch.zeros(1))  # autograd on

@@ -26,6 +26,8 @@ one may be used). Half precision is computed in float32, as by the other backend
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -41,16 +43,19 @@ EXP_FLOOR = -60.0  # softmax exponents below this are raised to it: no subnormal
 
 def pair_path_applies(f: Tensor) -> bool:
     """Whether :func:`displacement_pair` may replace ``displacement`` for features ``f``:
-    eager CPU inference (no autograd, no tracing or export)."""
-    return f.device.type == "cpu" and f.is_floating_point() and not recording() and not (
-        torch.is_grad_enabled() and f.requires_grad
-    )
+    eager CPU inference, autograd off (``torch.no_grad``), no tracing or export."""
+    return f.device.type == "cpu" and f.is_floating_point() and not torch.is_grad_enabled() and not recording()
 
 
-def _offsets(p: int, like: Tensor) -> Tensor:
-    """``(P, 1)``: offset / r of each window row (or column), ``-1 .. 1``."""
+@functools.lru_cache(maxsize=16)
+def _constants(p: int, sigma: float, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Per window size: ``(P, P)`` Gaussian factors ``exp(-(k - i)^2 / 2 sigma^2)`` (row k,
+    centre i) and ``(P, 1)`` offsets / r of the window rows and columns, ``-1 .. 1``."""
+    k = torch.arange(p, dtype=torch.float64)
+    gauss = torch.exp(-((k.view(p, 1) - k.view(1, p)) ** 2) / (2.0 * sigma**2))
     r = max((p - 1) / 2, 1.0)  # P = 1: the only offset is 0
-    return ((torch.arange(p, dtype=like.dtype, device=like.device) - (p - 1) / 2) / r).view(p, 1)
+    offsets = ((k - (p - 1) / 2) / r).view(p, 1)
+    return gauss.to(dtype=dtype, device=device), offsets.to(dtype=dtype, device=device)
 
 
 def _normalized(f: Tensor) -> Tensor:
@@ -77,40 +82,29 @@ def _window_scores(a: Tensor, b: Tensor, p: int) -> Tensor:
     return s.view(n, p, p, h * w)
 
 
-def _first_max(x: Tensor, top: Tensor) -> Tensor:
-    """Index along dim 1 of ``x`` ``(N, P, L)`` of the first element equal to ``top``
-    ``(N, 1, L)`` (there is one), as floats ``(N, 1, L)``: descending weights make amax
-    pick the first."""
-    p = x.shape[1]
-    first = torch.arange(p, 0, -1, dtype=x.dtype, device=x.device).view(p, 1)
-    return p - (x.eq(top) * first).amax(1, keepdim=True)
-
-
 def _soft_argmax(s: Tensor, sigma: float, tau: float) -> Tensor:
     """Kernel-soft-argmax of rectified scores ``(N, P_dy, P_dx, L)`` -> ``(N, 3, L)``
     [u, v, conf]; every reduction runs over outer dimensions, vectorised along L."""
     n, p, _, length = s.shape
-    row_max = s.amax(2)  # (N, P_dy, L)
-    conf = row_max.amax(1, keepdim=True)  # (N, 1, L)
-    # First index on ties, as torch.max over the dy-major window: the first row holding the
-    # maximum, then the first column of that row holding it.
-    iy = _first_max(row_max, conf)
-    row = torch.gather(s, 1, iy.long().unsqueeze(1).expand(n, 1, p, length)).squeeze(1)
-    ix = _first_max(row, conf)
-    k = torch.arange(p, dtype=s.dtype, device=s.device).view(p, 1)
-    gy = torch.exp((k - iy).square_().mul_(-0.5 / sigma**2)).mul_(tau)  # (N, P_dy, L)
-    gx = torch.exp((k - ix).square_().mul_(-0.5 / sigma**2))  # (N, P_dx, L)
-    logits = (gy.unsqueeze(2) * gx.unsqueeze(1)).mul_(s)
+    gauss, offsets = _constants(p, sigma, s.dtype, s.device)
+    # torch.max with indices, slow on the whole window, runs on the (P, L) row maxima and one
+    # row: the first row holding the maximum, then the first column of that row holding it
+    # (first index on ties, as over the dy-major window).
+    conf, iy = s.amax(2).max(1)  # (N, L)
+    row = torch.gather(s, 1, iy.view(n, 1, 1, length).expand(n, 1, p, length)).squeeze(1)
+    ix = row.max(1).indices  # (N, L); argmax over dim 1 is several times slower
+    gy = torch.index_select(gauss, 1, iy.view(-1)).view(p, n, length).transpose(0, 1).mul(tau)
+    gx = torch.index_select(gauss, 1, ix.view(-1)).view(p, n, length).transpose(0, 1)
+    logits = (gy.unsqueeze(2) * gx.unsqueeze(1)).mul_(s)  # (N, P_dy, P_dx, L): tau * g * S
     # The largest logit is tau * conf for tau >= 0 (g = 1 at the argmax, g <= 1 and
     # 0 <= S <= conf elsewhere); exponents floored as in the "cpu" backend.
-    top = tau * conf.unsqueeze(1) if tau >= 0 else logits.amax((1, 2), keepdim=True)
+    top = tau * conf.view(n, 1, 1, length) if tau >= 0 else logits.amax((1, 2), keepdim=True)
     e = logits.sub_(top).clamp_(min=EXP_FLOOR).exp_()
     ex, ey = e.sum(1), e.sum(2)  # marginals over dy and dx: (N, P_dx, L), (N, P_dy, L)
-    off = _offsets(p, s)
     z = ex.sum(1)
-    u = (ex * off).sum(1) / z
-    v = (ey * off).sum(1) / z
-    return torch.stack((u, v, conf.squeeze(1)), 1)
+    u = (ex * offsets).sum(1) / z
+    v = (ey * offsets).sum(1) / z
+    return torch.stack((u, v, conf), 1)
 
 
 def displacement_pair(
