@@ -260,7 +260,8 @@ def test_streaming_benchmark_prints_its_tables():
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "streaming.py"
     cmd = [sys.executable, str(script), "--models", "tsm_tiny,msnet_tiny", "--size", "32",
-           "--frames", "2", "--rounds", "1", "--frames-per-round", "2", "--threads", "1"]
+           "--frames", "2", "--rounds", "1", "--frames-per-round", "2", "--threads", "1", "--module-path"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True).stdout
-    assert "| msnet_tiny causal |" in out and "stream fps" in out
-    assert "MSNet time / TSM time" in out and "| tiny " in out
+    assert "| msnet_tiny causal " in out and "stream fps" in out
+    assert "MSNet time / TSM time" in out and "| tiny " in out and "fastest frame" in out
+    assert "| msnet_tiny causal (module path) |" in out and "| tiny (module path) " in out
