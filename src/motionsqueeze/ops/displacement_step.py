@@ -8,16 +8,17 @@ reductions with index tracking. :func:`displacement_pair` computes the same func
 :func:`~motionsqueeze.ops.displacement_reference` (tested against it) with few operators:
 
 * correlation: the second map is L2-normalised and zero-padded by r = (P-1)/2 cells once, so
-  that cells off the map score exactly 0, as in the reference; the P padded rows a row y of
-  the first map is matched with are one strided view of it, so one batched matrix product
-  per stream, ``(H, W, C) x (H, C, P * (W + 2r))``, scores every row pair, and the window
-  ``(H, W, P, P)`` is another strided view of the products (element (x, x + dx) of a
-  row-major matrix with rows one element longer lies on a column), read once by the ReLU;
-* kernel-soft-argmax on ``(N, H*W, P*P)``, candidates innermost: the confidence is a plain
-  max (``amax``, no index tracking, which is ten times slower); the first argmax is found
-  from the per-row maxima (first row holding the maximum, then the first column in it);
-  the softmax's three sums (its normaliser and the two offset expectations) are one matrix
-  product with a constant ``(P*P, 3)`` matrix, cached per window size.
+  that cells off the map score exactly 0, as in the reference. The P padded rows that row y
+  of the first map is matched with are P * (W + 2r) consecutive cells, i.e. one strided
+  view, so one batched matrix product per stream, ``(H, P * (W + 2r), C) x (H, C, W)``,
+  scores every row pair; the window is another strided view of the products (element
+  (x + dx, x) of a row-major matrix with rows one element longer lies on a row), copied once
+  by the ReLU into ``(N, P_dy, P_dx, H*W)``: candidates outer, pixels inner;
+* kernel-soft-argmax in that layout, where every reduction over the candidates runs along
+  contiguous pixel vectors: the first argmax (torch.max with indices is slow over the whole
+  window) comes from the per-row maxima, the first row holding the maximum, then the first
+  column of that row holding it; the Gaussian factors are looked up in a ``(P, P)`` table
+  cached per window size and width; the expectations come from the two marginals.
 
 No gradient: under autograd, tracing, export or for non-CPU tensors call
 :func:`~motionsqueeze.ops.displacement` instead (:func:`pair_path_applies` says when this
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .correlation import check_pair, check_patch_size
-from .displacement import L2_EPS
+from .displacement import l2_normalize
 from .tracing import recording
 
 __all__ = ["displacement_pair", "pair_path_applies"]
@@ -60,8 +61,7 @@ def _constants(p: int, sigma: float, dtype: torch.dtype, device: torch.device) -
 
 def _normalized(f: Tensor) -> Tensor:
     """``(N, C, H, W)`` -> channels-innermost ``(N, H, W, C)``, ``f / sqrt(sum f^2 + eps)``."""
-    x = f.permute(0, 2, 3, 1)
-    return x / x.square().sum(-1, keepdim=True).add_(L2_EPS).sqrt_()
+    return l2_normalize(f.permute(0, 2, 3, 1), dim=-1)
 
 
 def _window_scores(a: Tensor, b: Tensor, p: int) -> Tensor:
