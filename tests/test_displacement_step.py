@@ -91,3 +91,38 @@ def test_motion_squeeze_step_takes_the_pair_path_for_eager_inference_only(monkey
     with torch.no_grad():
         assert pair_path_applies(torch.zeros(1)) and not pair_path_applies(torch.zeros(1, dtype=torch.long))
     assert not pair_path_applies(torch.zeros(1))  # autograd on
+
+
+def test_folded_batchnorm_follows_new_weights_and_stays_out_of_the_state_dict():
+    torch.manual_seed(0)
+    ms = MotionSqueeze(8, reduced_channels=4, patch_size=5, num_segments=2, causal=True).eval()
+    keys = set(ms.state_dict())
+    x, prev = torch.randn(1, 8, 6, 7), torch.randn(1, 4, 6, 7)
+
+    def fast_and_module_path():
+        with torch.no_grad():
+            fast, _ = ms.step(x, prev)
+            ms.backend = "reference"
+            ref, _ = ms.step(x, prev)
+            ms.backend = "auto"
+        return fast, ref
+
+    before, _ = fast_and_module_path()
+    other = MotionSqueeze(8, reduced_channels=4, patch_size=5, num_segments=2, causal=True)
+    for m in other.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(m.running_var, 0.5, 2.0)
+            torch.nn.init.normal_(m.running_mean, 0.0, 0.3)
+    ms.load_state_dict(other.state_dict())  # loading: copies in place
+    fast, ref = fast_and_module_path()
+    assert not torch.allclose(fast, before, atol=1e-3)
+    torch.testing.assert_close(fast, ref, rtol=0, atol=1e-5)
+    with torch.no_grad():  # an in-place change of one statistic
+        ms.flow_refinement.conv2[1].running_var.mul_(4.0)
+    fast2, ref2 = fast_and_module_path()
+    assert not torch.allclose(fast2, fast, atol=1e-3)
+    torch.testing.assert_close(fast2, ref2, rtol=0, atol=1e-5)
+    assert set(ms.state_dict()) == keys
+    ms64 = ms.double()  # .to() replaces the tensors
+    with torch.no_grad():
+        assert ms64.step(x.double(), prev.double())[0].dtype == torch.float64
