@@ -16,7 +16,9 @@ Causal mode (``causal=True``, for streaming, docs/streaming.md): the same T-1 di
 maps (earlier frame matched to the later one), but map (t-1 -> t) goes to frame t, and frame 0,
 which has no past, gets an all-zero map (u = v = 0, confidence 0); ``last_frame`` is then
 unused. Frame t then depends on frames t-1 and t only, and :meth:`MotionSqueeze.step` computes
-it from frame t and the cached reduced features of frame t-1.
+it from frame t and the cached reduced features of frame t-1 (in eager CPU inference through
+:func:`motionsqueeze.ops.displacement_step.displacement_pair` and BatchNorm folded into the
+convolutions, the same function with fewer operators).
 
 Sub-module names follow the authors' code (``chnl_reduction``, ``flow_refinement.conv1..4``
 with the convolutions at Sequential indices 0 and 3) so their checkpoints map one to one.
