@@ -42,7 +42,7 @@ class ModelConfig:
         width_mult: MobileNetV2 width multiplier (1.0 default; 0.5 for the ``*_050``
             variants); ignored for ResNets.
     Video:
-        num_classes: classifier outputs.
+        num_classes: classifier outputs; 0 for none (the model returns pooled features).
         num_segments: T, frames per clip (every input must have exactly T frames).
         temporal_shift: TSM's residual shift before conv1 of every block.
         shift_div: 1/shift_div of the channels move each way.
@@ -100,8 +100,8 @@ class ModelConfig:
             raise ValueError(
                 f"motion_stages must be distinct names among {STAGE_NAMES}, got {self.motion_stages}"
             )
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be positive, got {self.num_classes}")
+        if self.num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0 (0: no classifier), got {self.num_classes}")
         if self.num_segments < 1:
             raise ValueError(f"num_segments must be positive, got {self.num_segments}")
         if not isinstance(self.causal, bool):
@@ -176,14 +176,27 @@ class VideoRecognizer(nn.Module):
 
     def _init_head(self, num_features: int) -> None:
         self.num_features = num_features
+        self._new_classifier(self.config.num_classes)
+
+    def _new_classifier(self, num_classes: int) -> None:
+        """Dropout and a fresh ``fc`` for ``num_classes`` outputs; 0 makes both identities,
+        so the head returns the pooled features."""
+        if num_classes == 0:
+            self.dropout, self.fc = nn.Identity(), nn.Identity()
+            return
         self.dropout = nn.Dropout(self.config.dropout)
-        self.fc = nn.Linear(num_features, self.config.num_classes)
+        self.fc = nn.Linear(self.num_features, num_classes)
         nn.init.normal_(self.fc.weight, 0, 0.001)
         nn.init.zeros_(self.fc.bias)
 
     @property
     def num_classes(self) -> int:
-        return self.fc.out_features
+        """Classifier outputs; 0 after ``reset_classifier(0)`` (no classifier)."""
+        return self.fc.out_features if isinstance(self.fc, nn.Linear) else 0
+
+    def get_classifier(self) -> nn.Module:
+        """The per-frame classifier ``fc`` (``nn.Linear``, or ``nn.Identity`` with no classes)."""
+        return self.fc
 
     def _fold(self, x: Tensor) -> Tensor:
         if x.dim() != 5 or x.shape[2] != 3:
@@ -200,12 +213,25 @@ class VideoRecognizer(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(N, T, 3, H, W)`` -> last stage map ``(N*T, C, h, w)``."""
+        return self.forward_intermediates(x)[0]
+
+    def forward_intermediates(self, x: Tensor, intermediates_only: bool = False):
+        """Per-stage feature maps of clips ``(N, T, 3, H, W)`` (timm's API).
+
+        Returns ``(features, intermediates)``: ``features`` is :meth:`forward_features`'
+        last map ``(N*T, C, h, w)`` and ``intermediates`` the list of stage outputs res2..res5,
+        each ``(N*T, C_s, h_s, w_s)`` (frames folded into the batch, frame ``t`` of clip ``n``
+        at ``n*T + t``), taken after MotionSqueeze where one follows the stage. With
+        ``intermediates_only`` just the list.
+        """
+        maps = []
         x = self.backbone.forward_stem(self._fold(x))
         for name, stage in self.backbone.stages():
             x = stage(x)
             if name in self.motion:
                 x = self.motion[name](x)
-        return x
+            maps.append(x)
+        return maps if intermediates_only else (x, maps)
 
     def motion_fields(self, x: Tensor) -> dict[str, Tensor]:
         """What each MotionSqueeze module computes for clips ``(N, T, 3, H, W)``.
@@ -274,10 +300,13 @@ class VideoRecognizer(nn.Module):
         return self
 
     def reset_classifier(self, num_classes: int) -> None:
-        self.fc = nn.Linear(self.num_features, num_classes).to(self.fc.weight.device)
-        nn.init.normal_(self.fc.weight, 0, 0.001)
-        nn.init.zeros_(self.fc.bias)
-        self.config = self.config.replace(num_classes=num_classes)
+        """A new, freshly initialised classifier for ``num_classes`` outputs (fine-tuning on
+        another label set). ``0`` removes it: the model then returns the pooled features
+        averaged over T, ``(N, num_features)``."""
+        self.config = self.config.replace(num_classes=num_classes)  # checks the number
+        param = next(self.parameters())
+        self._new_classifier(num_classes)
+        self.fc.to(param.device)
 
 
 def build_model(config: ModelConfig) -> VideoRecognizer:
@@ -398,6 +427,35 @@ class CustomRecognizer(VideoRecognizer):
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.backbone(self._fold(x))
+
+    def forward_intermediates(self, x: Tensor, intermediates_only: bool = False,
+                              modules: Sequence[str] | None = None):
+        """As :meth:`VideoRecognizer.forward_intermediates`, for the outputs of ``modules``
+        (paths in ``backbone.named_modules()``, in the order given); by default the
+        backbone's top-level children whose output is a 4-D feature map. A map is taken
+        after the MotionSqueeze module that follows it, if any. Layout ``(N*T, C, h, w)``."""
+        named = dict(self.backbone.named_modules())
+        paths = list(modules) if modules is not None else [n for n, _ in self.backbone.named_children()]
+        unknown = [p for p in paths if p not in named or p == ""]
+        if unknown:
+            raise ValueError(f"modules must be paths in backbone.named_modules(); {unknown} are not")
+        seen: dict[str, Tensor] = {}
+
+        def record(path):
+            def hook(module, inputs, out):
+                if isinstance(out, Tensor) and out.dim() == 4:
+                    seen[path] = out
+            return hook
+
+        # Registered after the MotionSqueeze hooks, so these see their output.
+        handles = [named[p].register_forward_hook(record(p)) for p in paths]
+        try:
+            x = self.forward_features(x)
+        finally:
+            for h in handles:
+                h.remove()
+        maps = [seen[p] for p in paths if p in seen]
+        return maps if intermediates_only else (x, maps)
 
     def motion_fields(self, x: Tensor) -> dict[str, Tensor]:
         """As :meth:`VideoRecognizer.motion_fields`, keyed like ``model.motion``; runs the
