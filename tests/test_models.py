@@ -102,7 +102,7 @@ def test_flops_command_table_and_bad_name(capsys):
     "call,message",
     [
         (lambda: create_model("msnet_r51"), "unknown model 'msnet_r51'"),
-        (lambda: create_model("msnet_r18", patchsize=5), r"unknown model option\(s\) \['patchsize'\]"),
+        (lambda: create_model("msnet_r18", patchsize=5), r"model.patchsize: unknown key; did you mean 'patch_size'"),
         (lambda: create_model("msnet_r18", motion_stages=("res6",)), "motion_stages"),
         (lambda: create_model("msnet_r18", num_segments=4)(torch.zeros(1, 3, 3, 32, 32)), "num_segments=4"),
         (lambda: create_model("msnet_r18", num_segments=1), "num_segments >= 2"),

@@ -13,13 +13,14 @@ per frame, and the T frame logits are averaged ("avg consensus").
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..layers import CausalTemporalShift, MotionSqueeze, TemporalShift
+from ..typed_config import Range, from_mapping, setting, validate
 from .mobilenetv2 import mobilenet_v2
 from .resnet import RESNET_DEPTHS, STAGE_NAMES, resnet
 
@@ -27,6 +28,12 @@ __all__ = ["ModelConfig", "VideoRecognizer", "CustomRecognizer", "build_model", 
 
 # Backbone families a ModelConfig can name; both name their stages res2..res5.
 BACKBONES = ("resnet", "mobilenet_v2")
+
+
+def _stages_problem(stages: tuple[str, ...]) -> str | None:
+    if any(s not in STAGE_NAMES for s in stages) or len(set(stages)) != len(stages):
+        return f"must be distinct names among {', '.join(STAGE_NAMES)}, got {list(stages)}"
+    return None
 
 
 @dataclass
@@ -61,19 +68,21 @@ class ModelConfig:
         backend: displacement implementation (``"auto"``, ``"reference"``, ``"triton"``).
     """
 
-    backbone: str = "resnet"
-    depth: int = 50
+    config_key = "model"
+
+    backbone: str = setting("resnet", choices=BACKBONES)
+    depth: int = setting(50, choices=tuple(sorted(RESNET_DEPTHS)))
     widths: tuple[int, ...] | None = None
     layers: tuple[int, ...] | None = None
     stem_width: int | None = None
-    width_mult: float = 1.0
-    num_classes: int = 174
-    num_segments: int = 8
+    width_mult: float = setting(1.0, range=Range(0, lo_open=True))
+    num_classes: int = setting(174, range=Range(0))
+    num_segments: int = setting(8, range=Range(1))
     temporal_shift: bool = True
     shift_div: int = 8
-    dropout: float = 0.5
+    dropout: float = setting(0.5, range=Range(0, 1, hi_open=True))
     causal: bool = False
-    motion_stages: tuple[str, ...] = ("res3",)
+    motion_stages: tuple[str, ...] = setting(("res3",), check=_stages_problem)
     reduced_channels: int = 64
     patch_size: int = 15
     sigma: float = 5.0
@@ -83,43 +92,19 @@ class ModelConfig:
     backend: str = "auto"
 
     def __post_init__(self):
-        for name in ("widths", "layers", "motion_stages", "transform_channels"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                value = (value,)
-            if value is not None:
-                setattr(self, name, tuple(value))
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"backbone must be one of {list(BACKBONES)}, got {self.backbone!r}")
-        if not self.width_mult > 0:
-            raise ValueError(f"width_mult must be positive, got {self.width_mult}")
-        if self.depth not in RESNET_DEPTHS:
-            raise ValueError(f"depth must be one of {sorted(RESNET_DEPTHS)}, got {self.depth}")
-        unknown = [s for s in self.motion_stages if s not in STAGE_NAMES]
-        if unknown or len(set(self.motion_stages)) != len(self.motion_stages):
-            raise ValueError(
-                f"motion_stages must be distinct names among {STAGE_NAMES}, got {self.motion_stages}"
-            )
-        if self.num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0 (0: no classifier), got {self.num_classes}")
-        if self.num_segments < 1:
-            raise ValueError(f"num_segments must be positive, got {self.num_segments}")
-        if not isinstance(self.causal, bool):
-            raise ValueError(f"causal must be true or false, got {self.causal!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if isinstance(self.motion_stages, str):
+            self.motion_stages = (self.motion_stages,)
+        validate(self)
 
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
 
     def replace(self, **overrides) -> "ModelConfig":
-        unknown = sorted(set(overrides) - set(self.field_names()))
-        if unknown:
-            raise ValueError(
-                f"unknown model option(s) {unknown}; valid options are {self.field_names()}"
-            )
-        return dataclasses.replace(self, **overrides)
+        """A copy with ``overrides``; an unknown option or a bad value is an error naming it."""
+        if isinstance(overrides.get("motion_stages"), str):
+            overrides["motion_stages"] = (overrides["motion_stages"],)
+        return from_mapping(type(self), {**self.to_dict(), **overrides})
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
