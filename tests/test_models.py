@@ -136,7 +136,7 @@ def test_cpu_forward_needs_no_extension_and_no_network(tmp_path):
     subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=300)
 
 
-def test_timm_classifier_api_and_per_stage_maps():
+def test_timm_classifier_api_and_per_stage_maps(tmp_path):
     torch.manual_seed(0)
     model = create_model("msnet_tiny", num_classes=4, num_segments=2, patch_size=3, motion_stages=("res3",)).eval()
     x = torch.randn(3, 2, 3, 32, 32)
@@ -160,6 +160,11 @@ def test_timm_classifier_api_and_per_stage_maps():
     assert features.shape == (3, model.num_features)
     assert torch.allclose(features, pooled) and torch.allclose(features, stages["pre_logits"].mean(1))
     assert isinstance(model.dropout, torch.nn.Identity)  # no dropout on the features in training either
+    from motionsqueeze import load_model, save_model
+
+    save_model(model, tmp_path / "features.safetensors")  # a feature extractor rebuilds as one
+    with torch.no_grad():
+        assert torch.equal(load_model(tmp_path / "features.safetensors").eval()(x), features)
     model.reset_classifier(7)
     assert model(x).shape == (3, 7) and model.get_classifier().out_features == 7
     with pytest.raises(ValueError, match="num_classes"):

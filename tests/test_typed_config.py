@@ -120,3 +120,21 @@ def test_model_and_data_configs_keep_their_rules():
 def test_the_documented_range_table_is_the_fields_metadata():
     doc = (DOCS / "security.md").read_text()
     assert range_table() in doc
+
+
+def test_every_ranged_field_states_its_range_in_its_docs():
+    from dataclasses import fields
+
+    from motionsqueeze.data.augment import AugmentConfig
+    from motionsqueeze.engine.config import SECTIONS
+
+    for cls in (ModelConfig, DataConfig, AugmentConfig, *SECTIONS.values()):
+        doc = " ".join(cls.__doc__.split())
+        names = [f.name for f in fields(cls)]
+        for f in fields(cls):
+            if f.metadata.get("range") is None:
+                continue
+            start = doc.index(f" {f.name}: ")
+            ends = [doc.find(f" {other}: ", start + 1) for other in names if other != f.name]
+            entry = doc[start:min([e for e in ends if e > start], default=len(doc))]
+            assert f"range {f.metadata['range']}" in entry.replace("Range", "range"), (cls.__name__, f.name, entry)

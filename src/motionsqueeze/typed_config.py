@@ -355,7 +355,7 @@ def parse_yaml(text: str, source: str | None = None, max_nodes: int = 100_000,
         if isinstance(n, yaml.MappingNode):
             for k, v in n.value:
                 key = f"{prefix}{k.value}"
-                lines.setdefault(key, k.start_mark.line + 1)
+                lines[key] = k.start_mark.line + 1  # a repeated key: YAML keeps the last
                 walk(v, key + ".")
 
     walk(node, "")

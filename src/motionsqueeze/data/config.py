@@ -57,46 +57,51 @@ class DataConfig:
             climbing out of it). Default ``False``: such a list is refused, naming the line, so
             that a list from elsewhere cannot make training read arbitrary files.
         num_classes: number of classes; ``None`` (default) takes the length of
-            ``class_names``. Labels must lie in ``0..num_classes-1``.
+            ``class_names``. Labels must lie in ``0..num_classes-1``. Range [1, inf).
     Decoding:
         format: ``"frames"`` (JPEG folders, list ``PATH NUM_FRAMES LABEL``) or ``"video"``
             (video files, list ``PATH LABEL``). Default ``"frames"``.
         template: frame file name from its number, default ``"{:05d}.jpg"``.
-        start_index: number of the first frame file, default 1 (``00001.jpg``).
-        decode_threads: FFmpeg threads per video, default 1 (one per DataLoader worker).
+        start_index: number of the first frame file, default 1 (``00001.jpg``); range [0, inf).
+        decode_threads: FFmpeg threads per video, default 1 (one per DataLoader worker);
+            range [1, inf).
     Sampling (:mod:`motionsqueeze.data.sampling`):
-        num_segments: T, frames per clip, default 8.
+        num_segments: T, frames per clip, default 8; range [1, inf).
         sampling: ``"segment"`` (TSN, default) or ``"dense"``.
         dense_stride: frames between dense samples; ``None`` (default) is
-            ``dense_window // num_segments``.
-        dense_window: dense window in frames, default 64.
+            ``dense_window // num_segments``; range [1, inf).
+        dense_window: dense window in frames, default 64; range [1, inf).
     Training augmentation (:mod:`motionsqueeze.data.transforms`):
         resize: ``[H, W]`` in pixels (default ``[240, 320]``), an int for the shorter side, or
-            ``None`` for frames as decoded.
-        crop_size: output height and width in pixels, default 224.
+            ``None`` for frames as decoded; each value in range [1, inf).
+        crop_size: output height and width in pixels, default 224; range [1, inf).
         scales: multi-scale crop scales, fractions of the shorter side, default
-            ``[1, 0.875, 0.75, 0.66]``.
-        max_distort: how many scale steps crop height and width may differ, default 1.
+            ``[1, 0.875, 0.75, 0.66]``; each in range (0, 1].
+        max_distort: how many scale steps crop height and width may differ, default 1;
+            range [0, inf).
         flip: ``"none"``, ``"plain"`` (default) or ``"direction-aware"``.
         flip_direction: for ``"direction-aware"``: ``"skip"`` (default, the authors': do not
             flip direction-dependent classes) or ``"swap"`` (flip and swap left/right labels).
         direction_classes: direction-dependent class indices; ``None`` (default) finds them in
             ``class_names`` (names with the word "left" or "right"). The authors' list for
-            Something-Something V1 is ``[86, 87, 93, 94, 166, 167]``.
+            Something-Something V1 is ``[86, 87, 93, 94, 166, 167]``. Each in range [0, inf).
     Evaluation:
         test_num_clips: clips per video for the ``"test"`` split, default 1 (``"val"``
-            always uses one centre clip).
+            always uses one centre clip); range [1, inf).
         test_clip_spacing: ``"even"`` (default) or ``"random"`` test clips (random clips are
             drawn from ``seed`` and the item index, so a run is repeatable).
         test_num_crops: 1 (centre, default) or 3 (along the longer side) for ``"test"``.
         test_crop_size: crop size of the ``"test"`` split in pixels; ``None`` (default) is
-            ``crop_size`` (Kinetics testing uses 256 with ``resize: 256``).
-        mean, std: normalisation per RGB channel in [0, 1] units (ImageNet's by default),
+            ``crop_size`` (Kinetics testing uses 256 with ``resize: 256``); range [1, inf).
+        mean: normalisation mean per RGB channel in [0, 1] units (ImageNet's by default),
             applied by :func:`~motionsqueeze.data.transforms.normalize_clip` on the device.
+        std: normalisation standard deviation per RGB channel, as ``mean``; each in range
+            (0, inf).
     Bad items:
         on_error: ``"raise"`` (default): stop with the file and the problem; ``"skip"``:
             use another item instead and report it in the item's ``skipped`` list.
-        max_retries: consecutive replacement items tried before giving up, default 10.
+        max_retries: consecutive replacement items tried before giving up, default 10;
+            range [0, inf).
         seed: seed of random test clips, default 0.
     """
 

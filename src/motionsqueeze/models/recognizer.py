@@ -47,13 +47,15 @@ class ModelConfig:
         layers: residual blocks per stage; ``None`` for the depth's standard counts.
         stem_width: channels of the stem; ``None`` for ``widths[0]``.
         width_mult: MobileNetV2 width multiplier (1.0 default; 0.5 for the ``*_050``
-            variants); ignored for ResNets.
+            variants); range (0, inf); ignored for ResNets.
     Video:
-        num_classes: classifier outputs; 0 for none (the model returns pooled features).
-        num_segments: T, frames per clip (every input must have exactly T frames).
+        num_classes: classifier outputs; 0 for none (the model returns pooled features);
+            default 174; range [0, inf).
+        num_segments: T, frames per clip (every input must have exactly T frames); default
+            8; range [1, inf).
         temporal_shift: TSM's residual shift before conv1 of every block.
         shift_div: 1/shift_div of the channels move each way.
-        dropout: dropout probability before the classifier.
+        dropout: dropout probability before the classifier; default 0.5; range [0, 1).
         causal: ``False`` (default) or ``True``: frame t sees only frames <= t, for streaming
             (docs/streaming.md): the shift moves 1/shift_div of the channels from t-1 only,
             and MotionSqueeze matches frame t-1 to t (zero motion at the first frame).
