@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ..data.augment import AugmentConfig
+from ..data.config import DataConfig
+from ..data.synthetic import SyntheticDataConfig
+from ..models.recognizer import ModelConfig
 from ..typed_config import (ConfigError, Range, Where, apply_overrides, check_value, fail, from_mapping,
                             numeric_ranges, parse_yaml, range_table as _range_table, read_yaml, setting,
                             unknown_key, validate)
@@ -295,8 +298,6 @@ _FROM_DATA = ("num_classes", "num_segments")
 
 
 def _model_section(raw: Any, where: Where) -> ModelSection:
-    from ..models import ModelConfig
-
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         fail(TrainConfig, "model", f"must be a mapping (arch: ..., and model options), got {raw!r}", where)
@@ -318,11 +319,7 @@ def _model_section(raw: Any, where: Where) -> ModelSection:
 
 def _data_section(raw: Any, where: Where):
     if isinstance(raw, dict) and raw.get("dataset") == "synthetic":
-        from ..data.synthetic import SyntheticDataConfig
-
         return from_mapping(SyntheticDataConfig, raw, where, "data")
-    from ..data.config import DataConfig
-
     return from_mapping(DataConfig, raw, where, "data")
 
 
@@ -381,9 +378,6 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
 def range_table() -> str:
     """Markdown table of the allowed range of every numeric field of a recipe, from the
     fields' metadata (docs/security.md holds it; a test keeps the two equal)."""
-    from ..data.config import DataConfig
-    from ..models import ModelConfig
-
     return _range_table({"model": ModelConfig, "data": DataConfig, **SECTIONS, "augment": AugmentConfig})
 
 
