@@ -119,7 +119,7 @@ def test_bad_module_paths_are_named():
         CustomRecognizer(TinyNet(), num_classes=5, num_segments=3, motion_after=["stage3"])
     with pytest.raises(ValueError, match=r"shift_before .*\['stage1.conv9'\]"):
         CustomRecognizer(TinyNet(), num_classes=5, num_segments=3, shift_before=["stage1.conv9"])
-    with pytest.raises(ValueError, match="unknown model option"):
+    with pytest.raises(ValueError, match="model.patch: unknown key; did you mean .patch_size."):
         CustomRecognizer(TinyNet(), num_classes=5, num_segments=3, patch=3)
 
 
