@@ -45,6 +45,21 @@ class Outer:
 TEXT = "outer:\n  name: y\n  rate: 1\n  inner:\n    size: 3\n    scales: [0.5, 1]\n"
 
 
+@dataclass
+class Named:
+    config_key = "outer"
+
+    name: str | None = "x"
+
+    def __post_init__(self):
+        validate(self)
+
+
+def _load_optional_name(overrides):
+    raw, where = parse_yaml("outer:\n  name: y\n", "r.yaml")
+    return from_mapping(Named, apply_overrides(raw, overrides, where)["outer"], where)
+
+
 def _load(text, overrides=()):
     raw, where = parse_yaml(text, "r.yaml")
     raw = apply_overrides(raw, list(overrides), where)
@@ -56,6 +71,7 @@ def test_values_are_converted_to_their_field_types():
     assert cfg == Outer(name="y", rate=1.0, inner=Inner(size=3, scales=(0.5, 1.0)))
     assert isinstance(cfg.rate, float) and isinstance(cfg.inner.scales, tuple)
     assert _load(TEXT, ["outer.rate=null"]).rate is None
+    assert _load_optional_name(["outer.name=null"]).name is None  # null stays null, not the text
     # --set gives the text to a string field, and YAML's value to others.
     assert _load(TEXT, ["outer.name=007", "outer.inner.size=5"]) == Outer(name="007", rate=1.0,
                                                                         inner=Inner(size=5, scales=(0.5, 1.0)))

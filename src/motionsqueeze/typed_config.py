@@ -276,7 +276,8 @@ def from_mapping(cls: type, data: Any, where: Where | None = None, prefix: str |
         if is_dataclass(tp) and isinstance(tp, type):
             kwargs[f.name] = from_mapping(tp, value if value is not None else {}, where, key)
             continue
-        if where is not None and key in where.overrides and _accepts_str(tp) and not isinstance(value, str):
+        if (where is not None and key in where.overrides and _accepts_str(tp)
+                and isinstance(value, (bool, int, float))):
             value = where.overrides[key]  # --set data.template=00001 means the text, not the number
         kwargs[f.name] = check_value(cls, f.name, value, key, where)
     try:
