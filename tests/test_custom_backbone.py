@@ -119,7 +119,7 @@ def test_bad_module_paths_are_named():
         CustomRecognizer(TinyNet(), num_classes=5, num_segments=3, motion_after=["stage3"])
     with pytest.raises(ValueError, match=r"shift_before .*\['stage1.conv9'\]"):
         CustomRecognizer(TinyNet(), num_classes=5, num_segments=3, shift_before=["stage1.conv9"])
-    with pytest.raises(ValueError, match="unknown model option"):
+    with pytest.raises(ValueError, match="model.patch: unknown key; did you mean .patch_size."):
         CustomRecognizer(TinyNet(), num_classes=5, num_segments=3, patch=3)
 
 
@@ -141,3 +141,27 @@ def test_torch_compile_traces_the_hooks_without_graph_breaks():
     compiled = torch.compile(model, fullgraph=True, backend="eager")
     with torch.no_grad():
         torch.testing.assert_close(compiled(clips), model(clips))
+
+
+def test_custom_recognizer_has_the_timm_classifier_api():
+    model = _msnet_tiny_net().eval()
+    x = torch.randn(2, 3, 3, 32, 32)
+    with torch.no_grad():
+        last, maps = model.forward_intermediates(x)
+        pooled = model.forward_head(model.forward_features(x), pre_logits=True)
+        stage1 = model.backbone.stage1
+        raw = type(stage1).forward(stage1, maps[0])  # forward() itself skips the module's hooks
+        with_motion = model.motion["stage1"](raw)
+    # Top-level children: stem, stage1 (after MotionSqueeze), down, stage2, head.
+    assert [tuple(m.shape) for m in maps] == [(6, 16, 16, 16), (6, 16, 16, 16), (6, 32, 8, 8), (6, 32, 8, 8), (6, 48, 4, 4)]
+    assert torch.equal(last, maps[-1])
+    assert torch.equal(maps[1], with_motion) and not torch.allclose(maps[1], raw)  # after MotionSqueeze
+    only = model.forward_intermediates(x, intermediates_only=True, modules=["stage2.0"])
+    assert len(only) == 1 and only[0].shape == (6, 32, 8, 8)
+    with pytest.raises(ValueError, match="nope"):
+        model.forward_intermediates(x, modules=["nope"])
+    assert model.get_classifier() is model.fc
+    model.reset_classifier(0)
+    with torch.no_grad():
+        assert torch.allclose(model(x), pooled)
+    assert model(x).shape == (2, 48)

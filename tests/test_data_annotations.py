@@ -121,3 +121,14 @@ def test_bad_class_name_files(tmp_path, name, content, message):
     (tmp_path / name).write_text(content)
     with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
         load_class_names(tmp_path / name)
+
+
+def test_a_failed_list_write_leaves_no_temporary_file(tmp_path):
+    # The destination is a folder, so the final rename fails; nothing may be left beside it.
+    (tmp_path / "train.txt").mkdir()
+    with pytest.raises(OSError, match="train.txt"):
+        write_list(tmp_path / "train.txt", [VideoRecord("a", 0, 3, 1)], "frames")
+    with pytest.raises(OSError, match="train.txt"):
+        write_class_names(tmp_path / "train.txt", ["a", "b"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.txt"]
+    assert list((tmp_path / "train.txt").iterdir()) == []

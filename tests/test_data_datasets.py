@@ -159,13 +159,13 @@ def test_direction_aware_flip_swaps_labels_in_training(data):
 
 
 def test_config_errors_name_the_key(data):
-    with pytest.raises(DataError, match="unknown key 'num_segment'; did you mean 'num_segments'"):
+    with pytest.raises(DataError, match="data.num_segment: unknown key; did you mean 'num_segments'"):
         DataConfig.from_dict({"num_segment": 8})
-    with pytest.raises(DataError, match="num_segments must be int, got '8'"):
+    with pytest.raises(DataError, match="data.num_segments: must be an integer, got '8'"):
         DataConfig.from_dict({"num_segments": "8"})
-    with pytest.raises(DataError, match=r"flip must be one of \['none', 'plain', 'direction-aware'\]"):
+    with pytest.raises(DataError, match=r"data.flip: must be one of none, plain, direction-aware; got 'yes'"):
         DataConfig(flip="yes")
-    with pytest.raises(DataError, match="resize must be"):
+    with pytest.raises(DataError, match=r"data.resize: must be \[H, W\]"):
         DataConfig(resize=[1, 2, 3])
     cfg = DataConfig.from_dict({"root": "x", "resize": 256, "scales": [1, 0.5]})
     assert cfg.resize == 256 and cfg.scales == [1.0, 0.5]

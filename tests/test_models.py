@@ -102,7 +102,7 @@ def test_flops_command_table_and_bad_name(capsys):
     "call,message",
     [
         (lambda: create_model("msnet_r51"), "unknown model 'msnet_r51'"),
-        (lambda: create_model("msnet_r18", patchsize=5), r"unknown model option\(s\) \['patchsize'\]"),
+        (lambda: create_model("msnet_r18", patchsize=5), r"model.patchsize: unknown key; did you mean 'patch_size'"),
         (lambda: create_model("msnet_r18", motion_stages=("res6",)), "motion_stages"),
         (lambda: create_model("msnet_r18", num_segments=4)(torch.zeros(1, 3, 3, 32, 32)), "num_segments=4"),
         (lambda: create_model("msnet_r18", num_segments=1), "num_segments >= 2"),
@@ -134,3 +134,38 @@ def test_cpu_forward_needs_no_extension_and_no_network(tmp_path):
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=300)
+
+
+def test_timm_classifier_api_and_per_stage_maps(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("msnet_tiny", num_classes=4, num_segments=2, patch_size=3, motion_stages=("res3",)).eval()
+    x = torch.randn(3, 2, 3, 32, 32)
+    assert model.get_classifier() is model.fc and model.get_classifier().out_features == 4
+    with torch.no_grad():
+        last, maps = model.forward_intermediates(x)
+        stages = model.forward_stages(x)
+        pooled = model.forward_head(model.forward_features(x), pre_logits=True)
+    # res2..res5, frames folded into the batch, res3 taken after MotionSqueeze.
+    assert [m.shape[0] for m in maps] == [6] * 4 and [m.shape[-1] for m in maps] == [8, 4, 2, 1]
+    for m, name in zip(maps, ("res2", "res3", "res4", "res5")):
+        assert torch.equal(m, stages[name].flatten(0, 1))
+    assert torch.equal(last, maps[-1])
+    assert torch.equal(model.forward_intermediates(x, intermediates_only=True)[1], maps[1])
+
+    model.reset_classifier(0)
+    assert model.num_classes == 0 and model.config.num_classes == 0
+    assert isinstance(model.get_classifier(), torch.nn.Identity)
+    with torch.no_grad():
+        features = model(x)
+    assert features.shape == (3, model.num_features)
+    assert torch.allclose(features, pooled) and torch.allclose(features, stages["pre_logits"].mean(1))
+    assert isinstance(model.dropout, torch.nn.Identity)  # no dropout on the features in training either
+    from motionsqueeze import load_model, save_model
+
+    save_model(model, tmp_path / "features.safetensors")  # a feature extractor rebuilds as one
+    with torch.no_grad():
+        assert torch.equal(load_model(tmp_path / "features.safetensors").eval()(x), features)
+    model.reset_classifier(7)
+    assert model(x).shape == (3, 7) and model.get_classifier().out_features == 7
+    with pytest.raises(ValueError, match="num_classes"):
+        model.reset_classifier(-1)

@@ -335,13 +335,14 @@ def test_fine_tuning_recipes_follow_the_tsm_protocol(name):
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("model.freeze_bn", "some", "model.freeze_bn must be none, partial or all"),
-    ("train.accumulate", 0, "train.accumulate must be a positive"),
-    ("train.label_smoothing", 1.0, "train.label_smoothing must be in"),
-    ("train.class_balance", "oversample", "train.class_balance must be none, loss or sampler"),
-    ("train.ema_decay", 1.0, "train.ema_decay must be 0"),
-    ("augment.hue", 0.7, "augment.hue must be in"),
-    ("augment.mixup_alpha", -1, "augment.mixup_alpha must be"),
+    ("model.freeze_bn", "some", "model.freeze_bn: must be one of none, partial, all; got 'some'"),
+    ("train.accumulate", 0, r"train.accumulate: must be in the range \[1, 1000000\], got 0"),
+    ("train.label_smoothing", 1.0, r"train.label_smoothing: must be in the range \[0, 1\)"),
+    ("train.class_balance", "oversample", "train.class_balance: must be one of none, loss, sampler"),
+    ("train.ema_decay", 1.0, r"train.ema_decay: must be in the range \[0, 1\)"),
+    ("augment.hue", 0.7, r"augment.hue: must be in the range \[0, 0.5\]"),
+    ("augment.mixup_alpha", -1, r"augment.mixup_alpha: must be in the range \[0, inf\)"),
+    ("augment.randaugment_ops", 13, r"augment.randaugment_ops: must be in the range \[0, 12\]"),
 ])
 def test_training_feature_settings_out_of_range_are_refused_by_name(tmp_path, key, value, message):
     from motionsqueeze.engine.config import apply_overrides
@@ -359,3 +360,10 @@ def test_training_features_survive_the_run_folder_config_round_trip():
     again = config_from_dict(config_to_dict(cfg))
     assert again.model.freeze_bn == "partial" and again.train == cfg.train and again.augment == cfg.augment
     assert "freeze_bn" not in config_to_dict(small_config())["model"]
+
+
+def test_the_randaugment_ops_range_is_the_number_of_operations():
+    from dataclasses import fields
+
+    rng = next(f for f in fields(AugmentConfig) if f.name == "randaugment_ops").metadata["range"]
+    assert (rng.lo, rng.hi) == (0, len(RAND_AUGMENT_OPS))

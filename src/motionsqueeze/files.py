@@ -27,8 +27,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-__all__ = ["OutputError", "describe_os_error", "atomic_output", "atomic_write", "tensor_digest",
-           "DIGEST_KEY"]
+__all__ = ["OutputError", "describe_os_error", "atomic_output", "atomic_write", "atomic_write_text",
+           "tensor_digest", "DIGEST_KEY"]
 
 DIGEST_KEY = "sha256"
 
@@ -85,10 +85,12 @@ def _output_error(exc: OSError, path: Path) -> OutputError:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed to ``path``.
 
-    Use it with writers that want a file name (``safetensors``, ONNX exporters). The caller
+    Use it with writers that want a file name (``safetensors``, ONNX exporters, Pillow, PyAV);
+    ``suffix`` is added after ``.tmp`` for writers that choose the format by the file
+    extension (e.g. ``".mp4"``). The caller
     writes the temporary file completely; it is then flushed to disk, given the permissions
     of a newly created file (``0o666`` less the umask) and renamed. On any
     error the temporary file is removed and ``path`` is left as it was; an :class:`OSError`
@@ -100,7 +102,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
                           os.fspath(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
         os.close(fd)
     except OutputError:
         raise
@@ -132,6 +134,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
     with atomic_output(path) as tmp:
         with open(tmp, "wb") as f:
             write(f)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` as UTF-8 to ``path`` atomically (see :func:`atomic_output`)."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _plain(value: Any) -> str:

@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
+from ..files import atomic_write_text
 from .errors import DataError
 
 __all__ = [
@@ -257,15 +258,8 @@ def write_list(path: str | os.PathLike, records: Iterable[VideoRecord], fmt: str
             fields.append(str(r.label))
         sep = "\t" if any(c.isspace() for c in r.path) else " "
         out.append(sep.join(fields) + "\n")
-    _atomic_write(os.fspath(path), "".join(out))
+    atomic_write_text(path, "".join(out))
     return len(out)
-
-
-def _atomic_write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def load_class_names(path: str | os.PathLike) -> list[str]:
@@ -331,4 +325,4 @@ def write_class_names(path: str | os.PathLike, names: Iterable[str]) -> None:
     bad = [n for n in names if not n.strip() or "\n" in n]
     if bad:
         raise DataError(f"cannot write class names {bad[:3]!r}: empty or multi-line")
-    _atomic_write(os.fspath(path), "".join(n.strip() + "\n" for n in names))
+    atomic_write_text(path, "".join(n.strip() + "\n" for n in names))

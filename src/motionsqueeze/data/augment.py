@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..typed_config import Range, setting, validate
+
 __all__ = [
     "AugmentConfig",
     "ColorJitterParams",
@@ -44,28 +46,39 @@ class AugmentConfig:
     which is the paper's protocol).
 
     Attributes:
-        brightness: colour jitter, brightness factor drawn from ``[1 - b, 1 + b]``; 0 off.
-        contrast: colour jitter, contrast factor from ``[1 - c, 1 + c]``; 0 off.
-        saturation: colour jitter, saturation factor from ``[1 - s, 1 + s]``; 0 off.
-        hue: colour jitter, hue rotation in turns from ``[-h, h]`` (at most 0.5); 0 off.
-        randaugment_ops: RandAugment, operations applied per clip (N); 0 off.
-        randaugment_magnitude: RandAugment strength M on a 0..10 scale (10 = strongest).
-        mixup_alpha: MixUp, Beta(alpha, alpha) for lambda; 0 off.
-        cutmix_alpha: CutMix, Beta(alpha, alpha) for the box area; 0 off.
-        mix_prob: probability that a batch is mixed at all (when MixUp or CutMix is on).
-        cutmix_prob: with both on, probability that a mixed batch uses CutMix.
+        brightness: colour jitter, brightness factor drawn from ``[1 - b, 1 + b]``; 0 off;
+            range [0, 1].
+        contrast: colour jitter, contrast factor from ``[1 - c, 1 + c]``; 0 off; range [0, 1].
+        saturation: colour jitter, saturation factor from ``[1 - s, 1 + s]``; 0 off; range
+            [0, 1].
+        hue: colour jitter, hue rotation in turns from ``[-h, h]``; 0 off; range [0, 0.5].
+        randaugment_ops: RandAugment, operations applied per clip (N); 0 off; range [0, 12]
+            (the number of operations).
+        randaugment_magnitude: RandAugment strength M on a 0..10 scale (10 = strongest);
+            default 9; range [0, 10].
+        mixup_alpha: MixUp, Beta(alpha, alpha) for lambda; 0 off; range [0, inf).
+        cutmix_alpha: CutMix, Beta(alpha, alpha) for the box area; 0 off; range [0, inf).
+        mix_prob: probability that a batch is mixed at all (when MixUp or CutMix is on);
+            default 1; range [0, 1].
+        cutmix_prob: with both on, probability that a mixed batch uses CutMix; default 0.5;
+            range [0, 1].
     """
 
-    brightness: float = 0.0
-    contrast: float = 0.0
-    saturation: float = 0.0
-    hue: float = 0.0
-    randaugment_ops: int = 0
-    randaugment_magnitude: float = 9.0
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    mix_prob: float = 1.0
-    cutmix_prob: float = 0.5
+    config_key = "augment"
+
+    brightness: float = setting(0.0, range=Range(0, 1))
+    contrast: float = setting(0.0, range=Range(0, 1))
+    saturation: float = setting(0.0, range=Range(0, 1))
+    hue: float = setting(0.0, range=Range(0, 0.5))
+    randaugment_ops: int = setting(0, range=Range(0, 12))  # len(RAND_AUGMENT_OPS), checked by a test
+    randaugment_magnitude: float = setting(9.0, range=Range(0, 10))
+    mixup_alpha: float = setting(0.0, range=Range(0))
+    cutmix_alpha: float = setting(0.0, range=Range(0))
+    mix_prob: float = setting(1.0, range=Range(0, 1))
+    cutmix_prob: float = setting(0.5, range=Range(0, 1))
+
+    def __post_init__(self):
+        validate(self)
 
     @property
     def jitter(self) -> bool:
@@ -78,27 +91,6 @@ class AugmentConfig:
     @property
     def enabled(self) -> bool:
         return self.jitter or self.randaugment_ops > 0 or self.mixing
-
-    def problems(self) -> list[tuple[str, str, object]]:
-        """``(key, expected, got)`` for each field out of range."""
-        out = []
-        for key in ("brightness", "contrast", "saturation"):
-            v = getattr(self, key)
-            if not 0.0 <= v <= 1.0:
-                out.append((f"augment.{key}", "in [0, 1]", v))
-        if not 0.0 <= self.hue <= 0.5:
-            out.append(("augment.hue", "in [0, 0.5] (turns)", self.hue))
-        if not 0 <= self.randaugment_ops <= len(RAND_AUGMENT_OPS):
-            out.append(("augment.randaugment_ops", f"in [0, {len(RAND_AUGMENT_OPS)}]", self.randaugment_ops))
-        if not 0.0 <= self.randaugment_magnitude <= 10.0:
-            out.append(("augment.randaugment_magnitude", "in [0, 10]", self.randaugment_magnitude))
-        for key in ("mixup_alpha", "cutmix_alpha"):
-            if getattr(self, key) < 0:
-                out.append((f"augment.{key}", "0 (off) or positive", getattr(self, key)))
-        for key in ("mix_prob", "cutmix_prob"):
-            if not 0.0 <= getattr(self, key) <= 1.0:
-                out.append((f"augment.{key}", "a probability in [0, 1]", getattr(self, key)))
-        return out
 
 
 def _uniform(n: int, low: float, high: float, g: torch.Generator) -> Tensor:

@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..typed_config import setting, validate
+
 __all__ = [
     "SYNTHETIC_CLASSES",
     "SyntheticMotionConfig",
@@ -245,7 +247,9 @@ class SyntheticDataConfig:
         cache: keep rendered clips in memory (98 KB per clip at 8 x 64 x 64).
     """
 
-    dataset: str = "synthetic"
+    config_key = "data"
+
+    dataset: str = setting("synthetic", choices=("synthetic",))
     train_clips: int = 3200
     val_clips: int = 800
     seed: int = 0
@@ -258,6 +262,9 @@ class SyntheticDataConfig:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     cache: bool = True
+
+    def __post_init__(self):
+        validate(self)
 
     @property
     def class_names(self) -> list[str]:

@@ -8,15 +8,17 @@ the file and line, and the valid keys.
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import types
-import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from ..data.augment import AugmentConfig
+from ..data.config import DataConfig
+from ..data.synthetic import SyntheticDataConfig
+from ..models.recognizer import ModelConfig
+from ..typed_config import (ConfigError, Range, Where, apply_overrides, check_value, fail, from_mapping,
+                            numeric_ranges, parse_yaml, range_table as _range_table, read_yaml, setting,
+                            unknown_key, validate)
 
 __all__ = [
     "ConfigError",
@@ -34,84 +36,33 @@ __all__ = [
     "config_from_dict",
     "apply_overrides",
     "config_to_dict",
+    "range_table",
 ]
-
-
-class ConfigError(ValueError):
-    """A configuration problem; the message names the file, line and key."""
-
-
-@dataclass(frozen=True)
-class Range:
-    """Allowed values of a numeric field: ``lo``..``hi``, each end closed unless ``*_open``.
-    Infinite and NaN values are outside every range. ``str()`` is the interval as written in
-    the field docs, e.g. ``(0, 10]``."""
-
-    lo: float
-    hi: float
-    lo_open: bool = False
-    hi_open: bool = False
-
-    def __contains__(self, value) -> bool:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            return False
-        above = value > self.lo if self.lo_open else value >= self.lo
-        below = value < self.hi if self.hi_open else value <= self.hi
-        return above and below
-
-    def __str__(self) -> str:
-        def num(v):
-            return str(int(v)) if float(v).is_integer() else str(v)
-
-        return f"{'(' if self.lo_open else '['}{num(self.lo)}, {num(self.hi)}{')' if self.hi_open else ']'}"
-
-
-# The range of every numeric field, checked at load (each is also in the field's docs).
-# Tuples are checked item by item; ``None`` (where a field allows it) is always accepted.
-RANGES: dict[str, Range] = {
-    "optim.lr": Range(0, 10, lo_open=True),
-    "optim.reference_batch_size": Range(0, 1_000_000),
-    "optim.momentum": Range(0, 1, hi_open=True),
-    "optim.betas": Range(0, 1, hi_open=True),
-    "optim.weight_decay": Range(0, 1),
-    "optim.bias_lr_mult": Range(0, 100),
-    "optim.classifier_lr_mult": Range(0, 100),
-    "optim.clip_grad_norm": Range(0, 1_000_000, lo_open=True),
-    "schedule.epochs": Range(1, 100_000),
-    "schedule.milestones": Range(0, 100_000),
-    "schedule.gamma": Range(0, 1, lo_open=True),
-    "schedule.min_lr_factor": Range(0, 1),
-    "schedule.warmup_epochs": Range(0, 100_000),
-    "schedule.warmup_start_factor": Range(0, 1),
-    "train.batch_size": Range(1, 65536),
-    "train.workers": Range(0, 256),
-    "train.seed": Range(0, 2**32 - 1),
-    "train.log_every": Range(0, 1_000_000_000),
-    "train.save_every_steps": Range(0, 1_000_000_000),
-    "train.eval_every": Range(0, 100_000),
-    "train.max_steps_per_epoch": Range(0, 1_000_000_000),
-    "train.accumulate": Range(1, 1_000_000),
-    "train.label_smoothing": Range(0, 1, hi_open=True),
-    "train.ema_decay": Range(0, 1, hi_open=True),
-    "eval.batch_size": Range(1, 65536),
-}
 
 # A recipe is a small text file; these bound what parsing it may cost.
 MAX_RECIPE_BYTES = 1_000_000
 MAX_RECIPE_NODES = 100_000  # YAML nodes once aliases are expanded
 
+DEVICE_RULE = "must be auto, cpu, cuda or cuda:N (or another torch device such as mps)"
 
-def check_device(spec: str, key: str = "train.device") -> str:
-    """Refuse a device name torch does not know (``auto`` is accepted)."""
+
+def _device_problem(spec: str) -> str | None:
     import torch
 
     if spec == "auto":
-        return spec
+        return None
     try:
         torch.device(spec)
     except (RuntimeError, TypeError, ValueError):
-        raise ConfigError(f"{key} must be auto, cpu, cuda or cuda:N (or another torch device such as "
-                          f"mps), got {spec!r}") from None
+        return f"{DEVICE_RULE}, got {spec!r}"
+    return None
+
+
+def check_device(spec: str, key: str = "train.device") -> str:
+    """Refuse a device name torch does not know (``auto`` is accepted)."""
+    problem = _device_problem(spec)
+    if problem:
+        raise ConfigError(f"{key} {problem}")
     return spec
 
 
@@ -135,11 +86,16 @@ class ModelSection:
             ``num_classes`` and ``num_segments`` come from the data section.
     """
 
+    config_key = "model"
+
     arch: str = "msnet_r50"
     pretrained: str | None = None
     init_from: str | None = None
-    freeze_bn: str = "none"
+    freeze_bn: str = setting("none", choices=("none", "partial", "all"))
     options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        validate(self)
 
 
 @dataclass
@@ -164,18 +120,23 @@ class OptimConfig:
             clipping; range (0, 1000000].
     """
 
-    name: str = "sgd"
-    lr: float = 0.01
-    reference_batch_size: int = 48
-    momentum: float = 0.9
+    config_key = "optim"
+
+    name: str = setting("sgd", choices=("sgd", "adamw"))
+    lr: float = setting(0.01, range=Range(0, 10, lo_open=True))
+    reference_batch_size: int = setting(48, range=Range(0, 1_000_000))
+    momentum: float = setting(0.9, range=Range(0, 1, hi_open=True))
     nesterov: bool = True
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 5e-4
-    bias_lr_mult: float = 2.0
+    betas: tuple[float, float] = setting((0.9, 0.999), range=Range(0, 1, hi_open=True))
+    weight_decay: float = setting(5e-4, range=Range(0, 1))
+    bias_lr_mult: float = setting(2.0, range=Range(0, 100))
     bias_decay: bool = False
     norm_decay: bool = False
-    classifier_lr_mult: float = 1.0
-    clip_grad_norm: float | None = 200.0
+    classifier_lr_mult: float = setting(1.0, range=Range(0, 100))
+    clip_grad_norm: float | None = setting(200.0, range=Range(0, 1_000_000, lo_open=True))
+
+    def __post_init__(self):
+        validate(self)
 
 
 @dataclass
@@ -196,13 +157,18 @@ class ScheduleConfig:
             range [0, 1].
     """
 
-    epochs: int = 40
-    kind: str = "step"
-    milestones: tuple[int, ...] = (20, 30)
-    gamma: float = 0.1
-    min_lr_factor: float = 0.0
-    warmup_epochs: float = 0.0
-    warmup_start_factor: float = 0.1
+    config_key = "schedule"
+
+    epochs: int = setting(40, range=Range(1, 100_000))
+    kind: str = setting("step", choices=("step", "cosine", "constant"))
+    milestones: tuple[int, ...] = setting((20, 30), range=Range(0, 100_000))
+    gamma: float = setting(0.1, range=Range(0, 1, lo_open=True))
+    min_lr_factor: float = setting(0.0, range=Range(0, 1))
+    warmup_epochs: float = setting(0.0, range=Range(0, 100_000))
+    warmup_start_factor: float = setting(0.1, range=Range(0, 1))
+
+    def __post_init__(self):
+        validate(self)
 
 
 @dataclass
@@ -246,26 +212,31 @@ class RunConfig:
             ``ema.safetensors``.
     """
 
-    batch_size: int = 8
-    workers: int = 4
-    device: str = "auto"
-    amp: str = "none"
+    config_key = "train"
+
+    batch_size: int = setting(8, range=Range(1, 65536))
+    workers: int = setting(4, range=Range(0, 256))
+    device: str = setting("auto", check=_device_problem)
+    amp: str = setting("none", choices=("none", "bf16", "fp16"))
     channels_last: bool = False
     compile: bool = False
     sync_bn: bool = False
-    seed: int = 0
-    log_every: int = 20
-    save_every_steps: int = 0
-    eval_every: int = 1
-    best_metric: str = "top1"
+    seed: int = setting(0, range=Range(0, 2**32 - 1))
+    log_every: int = setting(20, range=Range(0, 1_000_000_000))
+    save_every_steps: int = setting(0, range=Range(0, 1_000_000_000))
+    eval_every: int = setting(1, range=Range(0, 100_000))
+    best_metric: str = setting("top1", choices=("top1", "top5", "mean_class_acc"))
     progress: bool = True
     tensorboard: bool = True
-    max_steps_per_epoch: int = 0
+    max_steps_per_epoch: int = setting(0, range=Range(0, 1_000_000_000))
     stop_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])
-    accumulate: int = 1
-    label_smoothing: float = 0.0
-    class_balance: str = "none"
-    ema_decay: float = 0.0
+    accumulate: int = setting(1, range=Range(1, 1_000_000))
+    label_smoothing: float = setting(0.0, range=Range(0, 1, hi_open=True))
+    class_balance: str = setting("none", choices=("none", "loss", "sampler"))
+    ema_decay: float = setting(0.0, range=Range(0, 1, hi_open=True))
+
+    def __post_init__(self):
+        validate(self)
 
 
 @dataclass
@@ -279,8 +250,13 @@ class EvalConfig:
         batch_size: videos per evaluation batch; range [1, 65536].
     """
 
-    fusion: str = "logits"
-    batch_size: int = 8
+    config_key = "eval"
+
+    fusion: str = setting("logits", choices=("logits", "softmax"))
+    batch_size: int = setting(8, range=Range(1, 65536))
+
+    def __post_init__(self):
+        validate(self)
 
 
 @dataclass
@@ -300,226 +276,72 @@ class TrainConfig:
     source: str | None = None  # the YAML file this came from (set by load_config)
 
     def validate(self) -> None:
-        checks = [
-            (self.optim.name in ("sgd", "adamw"), "optim.name", "sgd or adamw", self.optim.name),
-            (self.schedule.kind in ("step", "cosine", "constant"), "schedule.kind", "step, cosine or constant", self.schedule.kind),
-            (self.train.amp in ("none", "bf16", "fp16"), "train.amp", "none, bf16 or fp16", self.train.amp),
-            (self.eval.fusion in ("logits", "softmax"), "eval.fusion", "logits or softmax", self.eval.fusion),
-            (self.train.best_metric in ("top1", "top5", "mean_class_acc"), "train.best_metric", "top1, top5 or mean_class_acc", self.train.best_metric),
-        ]
-        checks += self._training_feature_checks()
-        for ok, key, expected, got in checks:
-            if not ok:
-                raise ConfigError(f"{self.source or 'config'}: {key} must be {expected}, got {got!r}")
-        for key, value in _numeric_fields(self):
-            values = value if isinstance(value, tuple) else (value,)
-            bad = [v for v in values if v is not None and v not in RANGES[key]]
-            if bad:
-                what = "each value" if isinstance(value, tuple) else "it"
-                raise ConfigError(f"{self.source or 'config'}: {key} is {value!r}; {what} must be in the range "
-                                  f"{RANGES[key]} (see the field's documentation)")
-        if len(self.optim.betas) != 2:
-            raise ConfigError(f"{self.source or 'config'}: optim.betas must hold 2 values, got {list(self.optim.betas)}")
-        try:
-            check_device(self.train.device)
-        except ConfigError as exc:
-            raise ConfigError(f"{self.source or 'config'}: {exc}") from None
+        """Check every section again (after changing fields in code) and that there is data."""
+        for f in fields(self):
+            section = getattr(self, f.name)
+            if is_dataclass(section):
+                validate(section)
         if self.data is None:
-            raise ConfigError(f"{self.source or 'config'}: the 'data' section is missing")
+            raise ConfigError(f"{self.source or 'config'}: data: the section is missing; add a 'data:' "
+                              f"section (list files, or dataset: synthetic)")
 
 
-    def _training_feature_checks(self) -> list[tuple[bool, str, str, Any]]:
-        t = self.train
-        checks = [
-            (self.model.freeze_bn in ("none", "partial", "all"), "model.freeze_bn", "none, partial or all", self.model.freeze_bn),
-            (t.accumulate >= 1, "train.accumulate", "a positive number of batches per update", t.accumulate),
-            (0.0 <= t.label_smoothing < 1.0, "train.label_smoothing", "in [0, 1)", t.label_smoothing),
-            (t.class_balance in ("none", "loss", "sampler"), "train.class_balance", "none, loss or sampler", t.class_balance),
-            (t.ema_decay == 0.0 or 0.0 < t.ema_decay < 1.0, "train.ema_decay", "0 (off) or in (0, 1)", t.ema_decay),
-        ]
-        return checks + [(False, key, expected, got) for key, expected, got in self.augment.problems()]
-
-
-def _numeric_fields(cfg: "TrainConfig"):
-    """``(dotted key, value)`` of every int/float (or tuple of them) field of the sections
-    that :data:`RANGES` covers."""
-    for section in ("optim", "schedule", "train", "eval"):
-        obj = getattr(cfg, section)
-        hints = typing.get_type_hints(type(obj))
-        for f in fields(obj):
-            numeric = {int, float} & _leaf_types(hints[f.name])
-            if numeric:
-                yield f"{section}.{f.name}", getattr(obj, f.name)
-
-
-def _leaf_types(tp) -> set:
-    args = typing.get_args(tp)
-    if not args:
-        return {tp}
-    return set().union(*(_leaf_types(a) for a in args if a is not Ellipsis))
-
+# The range of every numeric field of the sections below, from the fields' metadata (each is
+# also in the field's docs and in docs/security.md).
+SECTIONS = {"optim": OptimConfig, "schedule": ScheduleConfig, "train": RunConfig, "eval": EvalConfig}
+RANGES: dict[str, Range] = {k: v for cls in SECTIONS.values() for k, v in numeric_ranges(cls).items()}
 
 # --------------------------------------------------------------------------- loading
 
-
-def _key_lines(text: str) -> dict[str, int]:
-    """Dotted key -> 1-based line number in a YAML document (for error messages)."""
-    import yaml
-
-    lines: dict[str, int] = {}
-
-    def walk(node, prefix):
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                key = f"{prefix}{k.value}"
-                lines[key] = k.start_mark.line + 1
-                walk(v, key + ".")
-
-    try:
-        walk(yaml.compose(text), "")
-    except yaml.YAMLError:
-        pass
-    return lines
+# ModelConfig fields that come from the data section, not from ``model:``.
+_FROM_DATA = ("num_classes", "num_segments")
 
 
-def _where(source: str | None, lines: dict[str, int], key: str) -> str:
-    if source is None:
-        return "config"
-    line = lines.get(key)
-    return f"{source}, line {line}" if line else source
-
-
-def _convert(value: Any, tp: Any, key: str, where) -> Any:
-    """Coerce a YAML value to a field type (tuples from lists, ints to floats)."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], key, where) if len(inner) == 1 else value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where(key)}: '{key}' must be a list, got {value!r}")
-        item = args[0] if args else Any
-        if args and Ellipsis not in args and len(value) != len(args):
-            raise ConfigError(f"{where(key)}: '{key}' must hold {len(args)} values, got {list(value)!r}")
-        return tuple(_convert(v, item, key, where) for v in value)
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):
-        try:
-            return float(value)  # YAML reads 5e-4 (no dot) as a string
-        except ValueError:
-            pass
-    if tp in (int, float, bool, str) and not isinstance(value, tp):
-        if not (tp is float and isinstance(value, int)):
-            raise ConfigError(f"{where(key)}: '{key}' must be {tp.__name__}, got {value!r}")
-    return value
-
-
-def dataclass_from_dict(cls, data: dict, prefix: str = "", where=lambda k: "config"):
-    """Build dataclass ``cls`` from a dict, refusing unknown keys (named with their path)."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where(prefix.rstrip('.'))}: '{prefix.rstrip('.')}' must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in fields(cls)]
-    unknown = [k for k in data if k not in names]
-    if unknown:
-        key = prefix + str(unknown[0])
-        raise ConfigError(
-            f"{where(key)}: unknown key '{key}'; valid keys{' in ' + repr(prefix.rstrip('.')) if prefix else ''} are {names}"
-        )
-    kwargs = {}
-    for name, value in data.items():
-        tp = hints[name]
-        if is_dataclass(tp) and isinstance(tp, type):
-            kwargs[name] = dataclass_from_dict(tp, value or {}, f"{prefix}{name}.", where)
-        else:
-            kwargs[name] = _convert(value, tp, prefix + name, where)
-    try:
-        return cls(**kwargs)
-    except ValueError as exc:
-        raise ConfigError(f"{where(prefix.rstrip('.'))}: {exc}") from exc
-
-
-def _data_config(data: dict, where):
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where('data')}: 'data' must be a mapping")
-    if data.get("dataset") == "synthetic":
-        from ..data.synthetic import SyntheticDataConfig
-
-        return dataclass_from_dict(SyntheticDataConfig, data, "data.", where)
-    from ..data.config import DataConfig
-
-    try:
-        return DataConfig.from_dict(data)
-    except ValueError as exc:
-        # DataConfig names the key; add the file and line where we know them.
-        message = str(exc)
-        for key in data:
-            if f"'{key}'" in message:
-                raise ConfigError(f"{where('data.' + key)}: data.{message}") from exc
-        raise ConfigError(f"{where('data')}: {message}") from exc
-
-
-def config_from_dict(raw: dict, source: str | None = None, text: str | None = None) -> TrainConfig:
-    """Build and validate a :class:`TrainConfig` from a parsed YAML mapping."""
-    lines = _key_lines(text) if text else {}
-    where = lambda key: _where(source, lines, key)  # noqa: E731
+def _model_section(raw: Any, where: Where) -> ModelSection:
+    raw = {} if raw is None else raw
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source or 'config'}: expected a mapping of sections at the top level")
-    raw = dict(raw)
-    sections = [f.name for f in fields(TrainConfig) if f.name != "source"]
-    unknown = [k for k in raw if k not in sections]
-    if unknown:
-        raise ConfigError(f"{where(unknown[0])}: unknown section '{unknown[0]}'; valid sections are {sections}")
-    if not isinstance(raw.get("model") or {}, dict):
-        raise ConfigError(f"{where('model')}: 'model' must be a mapping (arch: ..., options), got {raw['model']!r}")
-    model_raw = dict(raw.pop("model", None) or {})
-    model = ModelSection(arch=model_raw.pop("arch", ModelSection.arch), pretrained=model_raw.pop("pretrained", None),
-                         init_from=model_raw.pop("init_from", None), freeze_bn=model_raw.pop("freeze_bn", ModelSection.freeze_bn))
-    from ..models import ModelConfig
-
-    valid = [n for n in ModelConfig.field_names() if n not in ("num_classes", "num_segments")]
-    for key in model_raw:
+        fail(TrainConfig, "model", f"must be a mapping (arch: ..., and model options), got {raw!r}", where)
+    own = [f.name for f in fields(ModelSection) if f.name != "options"]
+    valid = [n for n in ModelConfig.field_names() if n not in _FROM_DATA]
+    options = {}
+    for key, value in raw.items():
+        if key in own:
+            continue
+        if key in _FROM_DATA:
+            fail(ModelSection, f"model.{key}", f"is set from the data section (data.{key}); remove it here", where)
         if key not in valid:
-            hint = " (it is set from the data section)" if key in ("num_classes", "num_segments") else ""
-            raise ConfigError(f"{where('model.' + key)}: unknown key 'model.{key}'{hint}; valid keys are {['arch', 'pretrained', 'init_from', 'freeze_bn', *valid]}")
-    model.options = model_raw
-    data = _data_config(raw.pop("data"), where) if raw.get("data") is not None else None
-    raw.pop("data", None)
-    cfg = dataclass_from_dict(TrainConfig, raw, "", where)
-    cfg.model, cfg.data, cfg.source = model, data, source
+            unknown_key(ModelSection, f"model.{key}", own + valid, where)
+        options[key] = check_value(ModelConfig, key, value, f"model.{key}", where)
+    section = from_mapping(ModelSection, {k: v for k, v in raw.items() if k in own}, where)
+    section.options = options
+    return section
+
+
+def _data_section(raw: Any, where: Where):
+    if isinstance(raw, dict) and raw.get("dataset") == "synthetic":
+        return from_mapping(SyntheticDataConfig, raw, where, "data")
+    return from_mapping(DataConfig, raw, where, "data")
+
+
+def config_from_dict(raw: dict, source: str | None = None, text: str | None = None,
+                     where: Where | None = None) -> TrainConfig:
+    """Build and validate a :class:`TrainConfig` from a parsed YAML mapping. Errors name
+    ``where``'s file and line (or ``source``, with lines from ``text``)."""
+    if where is None:
+        where = parse_yaml(text, source)[1] if text else Where(source)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where.source or 'config'}: expected a mapping of sections at the top level, "
+                          f"got {type(raw).__name__}")
+    sections = [f.name for f in fields(TrainConfig) if f.name != "source"]
+    for key in raw:
+        if key not in sections:
+            unknown_key(TrainConfig, str(key), sections, where, noun="section")
+    model = _model_section(raw.get("model"), where)
+    data = _data_section(raw["data"], where) if raw.get("data") is not None else None
+    cfg = from_mapping(TrainConfig, {k: v for k, v in raw.items() if k not in ("model", "data")}, where)
+    cfg.model, cfg.data, cfg.source = model, data, where.source
     cfg.validate()
     return cfg
-
-
-def _parse_override(item: str) -> tuple[list[str], Any]:
-    import yaml
-
-    if "=" not in item:
-        raise ConfigError(f"--set expects key=value (e.g. optim.lr=0.02), got {item!r}")
-    key, value = item.split("=", 1)
-    try:
-        parsed = yaml.safe_load(value) if value != "" else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}: cannot parse value {value!r}: {exc}") from exc
-    return key.strip().split("."), parsed
-
-
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply ``section.key=value`` strings (values parsed as YAML) to a raw config mapping."""
-    raw = dict(raw)
-    for item in overrides or []:
-        path, value = _parse_override(item)
-        node = raw
-        for part in path[:-1]:
-            child = node.get(part)
-            node[part] = dict(child) if isinstance(child, dict) else {}
-            node = node[part]
-        node[path[-1]] = value
-    return raw
 
 
 RECIPES = Path(__file__).resolve().parents[1] / "configs"
@@ -545,44 +367,18 @@ def resolve_recipe(name_or_path: str | Path) -> Path:
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """Read a YAML recipe (a path or a bundled recipe name), apply ``--set`` overrides, validate."""
-    import yaml
-
     path = resolve_recipe(path)
-    if path.stat().st_size > MAX_RECIPE_BYTES:
-        raise ConfigError(f"{path}: {path.stat().st_size:,} bytes is too large for a recipe (at most "
-                          f"{MAX_RECIPE_BYTES:,}); is it the right file?")
-    text = path.read_text()
-    try:
-        _check_expanded_size(yaml.compose(text), path)
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    raw = apply_overrides(raw, overrides or [])
-    return config_from_dict(raw, source=str(path), text=text)
+    raw, where = read_yaml(path, MAX_RECIPE_BYTES, MAX_RECIPE_NODES)
+    raw = {} if raw is None else raw
+    if isinstance(raw, dict):
+        raw = apply_overrides(raw, overrides or [], where)
+    return config_from_dict(raw, where=where)
 
 
-def _check_expanded_size(root, path) -> None:
-    """Refuse YAML whose aliases expand to more than :data:`MAX_RECIPE_NODES` nodes (nested
-    aliases grow exponentially: a few lines can stand for billions of values)."""
-    import yaml
-
-    sizes: dict[int, int] = {}
-
-    def size(node) -> int:
-        if id(node) in sizes:
-            return sizes[id(node)]
-        sizes[id(node)] = 1  # a cycle counts once
-        n = 1
-        if isinstance(node, yaml.MappingNode):
-            n += sum(size(k) + size(v) for k, v in node.value)
-        elif isinstance(node, yaml.SequenceNode):
-            n += sum(size(v) for v in node.value)
-        sizes[id(node)] = min(n, MAX_RECIPE_NODES + 1)
-        return sizes[id(node)]
-
-    if root is not None and size(root) > MAX_RECIPE_NODES:
-        raise ConfigError(f"{path}: the YAML expands to more than {MAX_RECIPE_NODES:,} values (nested "
-                          f"aliases); write the recipe out plainly")
+def range_table() -> str:
+    """Markdown table of the allowed range of every numeric field of a recipe, from the
+    fields' metadata (docs/security.md holds it; a test keeps the two equal)."""
+    return _range_table({"model": ModelConfig, "data": DataConfig, **SECTIONS, "augment": AugmentConfig})
 
 
 def config_to_dict(cfg: TrainConfig) -> dict:

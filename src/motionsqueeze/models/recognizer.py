@@ -13,13 +13,14 @@ per frame, and the T frame logits are averaged ("avg consensus").
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..layers import CausalTemporalShift, MotionSqueeze, TemporalShift
+from ..typed_config import Range, from_mapping, setting, validate
 from .mobilenetv2 import mobilenet_v2
 from .resnet import RESNET_DEPTHS, STAGE_NAMES, resnet
 
@@ -27,6 +28,12 @@ __all__ = ["ModelConfig", "VideoRecognizer", "CustomRecognizer", "build_model", 
 
 # Backbone families a ModelConfig can name; both name their stages res2..res5.
 BACKBONES = ("resnet", "mobilenet_v2")
+
+
+def _stages_problem(stages: tuple[str, ...]) -> str | None:
+    if any(s not in STAGE_NAMES for s in stages) or len(set(stages)) != len(stages):
+        return f"must be distinct names among {', '.join(STAGE_NAMES)}, got {list(stages)}"
+    return None
 
 
 @dataclass
@@ -40,13 +47,15 @@ class ModelConfig:
         layers: residual blocks per stage; ``None`` for the depth's standard counts.
         stem_width: channels of the stem; ``None`` for ``widths[0]``.
         width_mult: MobileNetV2 width multiplier (1.0 default; 0.5 for the ``*_050``
-            variants); ignored for ResNets.
+            variants); range (0, inf); ignored for ResNets.
     Video:
-        num_classes: classifier outputs.
-        num_segments: T, frames per clip (every input must have exactly T frames).
+        num_classes: classifier outputs; 0 for none (the model returns pooled features);
+            default 174; range [0, inf).
+        num_segments: T, frames per clip (every input must have exactly T frames); default
+            8; range [1, inf).
         temporal_shift: TSM's residual shift before conv1 of every block.
         shift_div: 1/shift_div of the channels move each way.
-        dropout: dropout probability before the classifier.
+        dropout: dropout probability before the classifier; default 0.5; range [0, 1).
         causal: ``False`` (default) or ``True``: frame t sees only frames <= t, for streaming
             (docs/streaming.md): the shift moves 1/shift_div of the channels from t-1 only,
             and MotionSqueeze matches frame t-1 to t (zero motion at the first frame).
@@ -61,19 +70,21 @@ class ModelConfig:
         backend: displacement implementation (``"auto"``, ``"reference"``, ``"triton"``).
     """
 
-    backbone: str = "resnet"
-    depth: int = 50
+    config_key = "model"
+
+    backbone: str = setting("resnet", choices=BACKBONES)
+    depth: int = setting(50, choices=tuple(sorted(RESNET_DEPTHS)))
     widths: tuple[int, ...] | None = None
     layers: tuple[int, ...] | None = None
     stem_width: int | None = None
-    width_mult: float = 1.0
-    num_classes: int = 174
-    num_segments: int = 8
+    width_mult: float = setting(1.0, range=Range(0, lo_open=True))
+    num_classes: int = setting(174, range=Range(0))
+    num_segments: int = setting(8, range=Range(1))
     temporal_shift: bool = True
     shift_div: int = 8
-    dropout: float = 0.5
+    dropout: float = setting(0.5, range=Range(0, 1, hi_open=True))
     causal: bool = False
-    motion_stages: tuple[str, ...] = ("res3",)
+    motion_stages: tuple[str, ...] = setting(("res3",), check=_stages_problem)
     reduced_channels: int = 64
     patch_size: int = 15
     sigma: float = 5.0
@@ -83,43 +94,19 @@ class ModelConfig:
     backend: str = "auto"
 
     def __post_init__(self):
-        for name in ("widths", "layers", "motion_stages", "transform_channels"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                value = (value,)
-            if value is not None:
-                setattr(self, name, tuple(value))
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"backbone must be one of {list(BACKBONES)}, got {self.backbone!r}")
-        if not self.width_mult > 0:
-            raise ValueError(f"width_mult must be positive, got {self.width_mult}")
-        if self.depth not in RESNET_DEPTHS:
-            raise ValueError(f"depth must be one of {sorted(RESNET_DEPTHS)}, got {self.depth}")
-        unknown = [s for s in self.motion_stages if s not in STAGE_NAMES]
-        if unknown or len(set(self.motion_stages)) != len(self.motion_stages):
-            raise ValueError(
-                f"motion_stages must be distinct names among {STAGE_NAMES}, got {self.motion_stages}"
-            )
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be positive, got {self.num_classes}")
-        if self.num_segments < 1:
-            raise ValueError(f"num_segments must be positive, got {self.num_segments}")
-        if not isinstance(self.causal, bool):
-            raise ValueError(f"causal must be true or false, got {self.causal!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if isinstance(self.motion_stages, str):
+            self.motion_stages = (self.motion_stages,)
+        validate(self)
 
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
 
     def replace(self, **overrides) -> "ModelConfig":
-        unknown = sorted(set(overrides) - set(self.field_names()))
-        if unknown:
-            raise ValueError(
-                f"unknown model option(s) {unknown}; valid options are {self.field_names()}"
-            )
-        return dataclasses.replace(self, **overrides)
+        """A copy with ``overrides``; an unknown option or a bad value is an error naming it."""
+        if isinstance(overrides.get("motion_stages"), str):
+            overrides["motion_stages"] = (overrides["motion_stages"],)
+        return from_mapping(type(self), {**self.to_dict(), **overrides})
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -176,14 +163,27 @@ class VideoRecognizer(nn.Module):
 
     def _init_head(self, num_features: int) -> None:
         self.num_features = num_features
+        self._new_classifier(self.config.num_classes)
+
+    def _new_classifier(self, num_classes: int) -> None:
+        """Dropout and a fresh ``fc`` for ``num_classes`` outputs; 0 makes both identities,
+        so the head returns the pooled features."""
+        if num_classes == 0:
+            self.dropout, self.fc = nn.Identity(), nn.Identity()
+            return
         self.dropout = nn.Dropout(self.config.dropout)
-        self.fc = nn.Linear(num_features, self.config.num_classes)
+        self.fc = nn.Linear(self.num_features, num_classes)
         nn.init.normal_(self.fc.weight, 0, 0.001)
         nn.init.zeros_(self.fc.bias)
 
     @property
     def num_classes(self) -> int:
-        return self.fc.out_features
+        """Classifier outputs; 0 after ``reset_classifier(0)`` (no classifier)."""
+        return self.fc.out_features if isinstance(self.fc, nn.Linear) else 0
+
+    def get_classifier(self) -> nn.Module:
+        """The per-frame classifier ``fc`` (``nn.Linear``, or ``nn.Identity`` with no classes)."""
+        return self.fc
 
     def _fold(self, x: Tensor) -> Tensor:
         if x.dim() != 5 or x.shape[2] != 3:
@@ -200,12 +200,25 @@ class VideoRecognizer(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(N, T, 3, H, W)`` -> last stage map ``(N*T, C, h, w)``."""
+        return self.forward_intermediates(x)[0]
+
+    def forward_intermediates(self, x: Tensor, intermediates_only: bool = False):
+        """Per-stage feature maps of clips ``(N, T, 3, H, W)`` (timm's API).
+
+        Returns ``(features, intermediates)``: ``features`` is :meth:`forward_features`'
+        last map ``(N*T, C, h, w)`` and ``intermediates`` the list of stage outputs res2..res5,
+        each ``(N*T, C_s, h_s, w_s)`` (frames folded into the batch, frame ``t`` of clip ``n``
+        at ``n*T + t``), taken after MotionSqueeze where one follows the stage. With
+        ``intermediates_only`` just the list.
+        """
+        maps = []
         x = self.backbone.forward_stem(self._fold(x))
         for name, stage in self.backbone.stages():
             x = stage(x)
             if name in self.motion:
                 x = self.motion[name](x)
-        return x
+            maps.append(x)
+        return maps if intermediates_only else (x, maps)
 
     def motion_fields(self, x: Tensor) -> dict[str, Tensor]:
         """What each MotionSqueeze module computes for clips ``(N, T, 3, H, W)``.
@@ -274,10 +287,13 @@ class VideoRecognizer(nn.Module):
         return self
 
     def reset_classifier(self, num_classes: int) -> None:
-        self.fc = nn.Linear(self.num_features, num_classes).to(self.fc.weight.device)
-        nn.init.normal_(self.fc.weight, 0, 0.001)
-        nn.init.zeros_(self.fc.bias)
-        self.config = self.config.replace(num_classes=num_classes)
+        """A new, freshly initialised classifier for ``num_classes`` outputs (fine-tuning on
+        another label set). ``0`` removes it: the model then returns the pooled features
+        averaged over T, ``(N, num_features)``."""
+        self.config = self.config.replace(num_classes=num_classes)  # checks the number
+        param = next(self.parameters())
+        self._new_classifier(num_classes)
+        self.fc.to(param.device)
 
 
 def build_model(config: ModelConfig) -> VideoRecognizer:
@@ -398,6 +414,35 @@ class CustomRecognizer(VideoRecognizer):
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.backbone(self._fold(x))
+
+    def forward_intermediates(self, x: Tensor, intermediates_only: bool = False,
+                              modules: Sequence[str] | None = None):
+        """As :meth:`VideoRecognizer.forward_intermediates`, for the outputs of ``modules``
+        (paths in ``backbone.named_modules()``, in the order given); by default the
+        backbone's top-level children whose output is a 4-D feature map. A map is taken
+        after the MotionSqueeze module that follows it, if any. Layout ``(N*T, C, h, w)``."""
+        named = dict(self.backbone.named_modules())
+        paths = list(modules) if modules is not None else [n for n, _ in self.backbone.named_children()]
+        unknown = [p for p in paths if p not in named or p == ""]
+        if unknown:
+            raise ValueError(f"modules must be paths in backbone.named_modules(); {unknown} are not")
+        seen: dict[str, Tensor] = {}
+
+        def record(path):
+            def hook(module, inputs, out):
+                if isinstance(out, Tensor) and out.dim() == 4:
+                    seen[path] = out
+            return hook
+
+        # Registered after the MotionSqueeze hooks, so these see their output.
+        handles = [named[p].register_forward_hook(record(p)) for p in paths]
+        try:
+            x = self.forward_features(x)
+        finally:
+            for h in handles:
+                h.remove()
+        maps = [seen[p] for p in paths if p in seen]
+        return maps if intermediates_only else (x, maps)
 
     def motion_fields(self, x: Tensor) -> dict[str, Tensor]:
         """As :meth:`VideoRecognizer.motion_fields`, keyed like ``model.motion``; runs the

@@ -32,6 +32,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..files import atomic_output
 from ..layers import CausalTemporalShift, MotionSqueeze, TemporalShift
 from ..layers.causal_shift import _StepIO
 
@@ -254,18 +255,12 @@ def export_step_onnx(
         names = state.names()
         graph = _StepGraph(model, len(state.shift), len(state.motion))
         frame = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0)).to(state.logits.device)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with _quiet_exporters():
-                torch.onnx.export(
-                    graph, (frame, *state.tensors()), str(tmp), dynamo=False,
-                    opset_version=opset or DEFAULT_OPSET,
-                    input_names=["frame", *names], output_names=["scores", "logits", *[f"next_{n}" for n in names]],
-                )
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        with atomic_output(path) as tmp, _quiet_exporters():
+            torch.onnx.export(
+                graph, (frame, *state.tensors()), str(tmp), dynamo=False,
+                opset_version=opset or DEFAULT_OPSET,
+                input_names=["frame", *names], output_names=["scores", "logits", *[f"next_{n}" for n in names]],
+            )
     return names
 
 

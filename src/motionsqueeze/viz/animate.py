@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..files import atomic_output
 from .motion_grid import _as_field_dict, motion_scale, render_motion_grid
 
 __all__ = ["ANIMATION_SUFFIXES", "render_motion_frames", "write_animation", "save_motion_animation"]
@@ -55,9 +56,7 @@ def write_animation(images: Sequence[np.ndarray], path: str | os.PathLike, fps: 
         raise ValueError(f"{path}: no pictures to animate")
     if not fps > 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
-    try:
+    with atomic_output(path, suffix) as tmp:
         if suffix == ".gif":
             from PIL import Image
 
@@ -79,10 +78,6 @@ def write_animation(images: Sequence[np.ndarray], path: str | os.PathLike, fps: 
                         container.mux(packet)
                 for packet in stream.encode():
                     container.mux(packet)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

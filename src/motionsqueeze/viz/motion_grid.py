@@ -36,6 +36,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from ..files import atomic_output
 from .flow_colors import confidence_to_color, flow_to_color, wheel_legend
 
 __all__ = [
@@ -296,14 +297,8 @@ def write_image(image: np.ndarray, path: str | os.PathLike) -> Path:
     from PIL import Image
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_output(path) as tmp:
         Image.fromarray(image).save(tmp, format="PNG", optimize=True)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
