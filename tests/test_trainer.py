@@ -10,6 +10,10 @@ import torch
 from motionsqueeze.engine import NonFiniteLossError, fit
 from motionsqueeze.engine.checkpoint import load_checkpoint
 from motionsqueeze.engine.config import config_from_dict
+from motionsqueeze.engine.data import build_split
+from motionsqueeze.engine.distributed import DistInfo
+from motionsqueeze.engine.evaluate import score_dataset
+from motionsqueeze.engine.metrics import classification_report
 
 
 def tiny_config(**train):
@@ -36,6 +40,13 @@ def test_short_training_run_lowers_the_loss(tmp_path):
     assert "val_top1" in result.history[-1]
     rows = (run / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,step,lr,train_loss") and len(rows) == 5
+    # The last validation comes back with the result (the demo reports it instead of scoring
+    # the test clips again): the same numbers as scoring the returned model.
+    scores = score_dataset(result.model, build_split(cfg.data, "val"), DistInfo(), tuple(cfg.data.mean),
+                           tuple(cfg.data.std), batch_size=cfg.eval.batch_size, workers=0)
+    again = classification_report(scores.scores, scores.labels, len(result.class_names))
+    assert result.report.top1 == again.top1 == result.history[-1]["val_top1"]
+    assert torch.equal(result.report.confusion, again.confusion)
 
 
 def _final_weights(run_dir):

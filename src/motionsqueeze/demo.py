@@ -138,9 +138,11 @@ def run_demo(out_dir: str | Path = "motionsqueeze-demo", models=DEMO_MODELS, ove
         cfg.source = f"synthetic ({arch})"
         _log.info(f"\n== {arch}")
         res = fit(cfg, run_dir=out / "runs" / arch, resume="auto", quiet=True)
-        val = build_split(cfg.data, "val")
-        scores = score_dataset(res.model, val, DistInfo(), tuple(d.mean), tuple(d.std), batch_size=cfg.eval.batch_size, workers=0)
-        report = classification_report(scores.scores, scores.labels, len(res.class_names))
+        report = res.report  # the validation after the last epoch: the test clips, scored as below
+        if report is None or cfg.train.amp != "none":  # a finished run reused from the folder; or run in low precision
+            val = build_split(cfg.data, "val")
+            scores = score_dataset(res.model, val, DistInfo(), tuple(d.mean), tuple(d.std), batch_size=cfg.eval.batch_size, workers=0)
+            report = classification_report(scores.scores, scores.labels, len(res.class_names))
         plot_confusion(report.confusion, res.class_names, out / f"confusion_{arch}.png", title=f"{arch} on the synthetic test clips")
         with torch.device("meta"):
             meta_model = create_model(arch, num_classes=len(res.class_names), num_segments=d.num_segments, **cfg.model.options)

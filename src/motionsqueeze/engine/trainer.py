@@ -59,6 +59,7 @@ from .distributed import DistInfo, all_reduce_sum, cleanup_distributed, init_dis
 from .ema import ModelEMA
 from .evaluate import run_evaluation
 from .losses import balanced_item_weights, class_weights, training_loss
+from .metrics import ClassificationReport
 from .optim import LRSchedule, build_optimizer, scaled_lr
 from .preemption import Preempted, StopSignals, stop_requested
 from .resume import check_resume_config, log_allowed_changes, remove_stale_temp_files, rewind_metrics
@@ -84,6 +85,7 @@ class TrainResult:
     best: dict | None = None
     train_seconds: float = 0.0
     is_main: bool = True  # False on ranks other than 0 of a torchrun job
+    report: ClassificationReport | None = None  # the last validation of this call (None if it ran none)
 
 
 def build_model_from_config(cfg: TrainConfig, num_classes: int, log=_log.info) -> nn.Module:
@@ -477,7 +479,7 @@ def _fit(cfg: TrainConfig, info: DistInfo, run: Path, resume, quiet, allow_chang
     ema = ModelEMA(model, t.ema_decay) if t.ema_decay > 0 else None
     scaler = torch.amp.GradScaler(device.type, enabled=(t.amp == "fp16"))
 
-    epoch, step_in_epoch, global_step, best, history = 0, 0, 0, None, []
+    epoch, step_in_epoch, global_step, best, history, report = 0, 0, 0, None, [], None
     epoch_sums, epoch_skipped, epoch_seconds = None, [], 0.0
     if state is not None:
         _restore_training_state(state, ckpt_path, model, optimizer, schedule, scaler, "optim.name" in allowed, log)
@@ -708,7 +710,7 @@ def _fit(cfg: TrainConfig, info: DistInfo, run: Path, resume, quiet, allow_chang
             _save_model_file(ema.module, run / "ema.safetensors", cfg, class_names, input_size, mean, std)
     log.close()
     total_seconds = trained_seconds + time.perf_counter() - started
-    return TrainResult(run_dir=run, model=_unwrap(model), class_names=class_names, history=history, best=best, train_seconds=total_seconds, is_main=info.is_main)
+    return TrainResult(run_dir=run, model=_unwrap(model), class_names=class_names, history=history, best=best, train_seconds=total_seconds, is_main=info.is_main, report=report)
 
 
 def _save_model_file(model, path, cfg, class_names, input_size, mean, std) -> None:
