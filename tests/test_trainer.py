@@ -200,3 +200,30 @@ def test_the_command_line_shows_the_log_lines_that_train_log_keeps(tmp_path, cap
     assert capsys.readouterr().out == ""
     assert [r.getMessage() for r in caplog.records if r.name == "motionsqueeze.engine.trainer"] == \
         (tmp_path / "lib" / "train.log").read_text().splitlines()
+
+
+def test_a_training_step_does_not_wait_for_the_device(tmp_path, monkeypatch):
+    # Host reads of device values (.item(), .tolist(), bool(), float()) made by the trainer
+    # happen per epoch and per log step, never per step: an epoch of 2 steps and one of 6
+    # make the same number.
+    import sys
+
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__float__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, **kwargs):
+            if sys._getframe(1).f_code.co_filename.endswith("trainer.py"):
+                reads.append(sys._getframe(1).f_lineno)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    counts = []
+    for clips in (8, 24):
+        cfg = tiny_config(log_every=0)
+        cfg.schedule.epochs = 1
+        cfg.data.train_clips, cfg.data.val_clips = clips, 4
+        reads.clear()
+        fit(cfg, run_dir=tmp_path / str(clips), quiet=True)
+        counts.append(len(reads))
+    assert counts[0] == counts[1] > 0, counts
