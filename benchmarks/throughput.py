@@ -88,7 +88,7 @@ def bench_training(args, device, timer, settings):
 
     from motionsqueeze.engine.config import OptimConfig
     from motionsqueeze.engine.optim import build_optimizer
-    from motionsqueeze.engine.trainer import autocast_context
+    from motionsqueeze.engine.step import autocast_context
 
     rows, times = [], {}
     for name, frames, precision, mode, layout in settings:
@@ -123,7 +123,7 @@ def bench_training(args, device, timer, settings):
 def bench_inference(args, device, timer, settings):
     import torch
 
-    from motionsqueeze.engine.trainer import autocast_context
+    from motionsqueeze.engine.step import autocast_context
 
     rows, times = [], {}
     modes = sorted({s[3] for s in settings}) + (["cuda-graph"] if args.cuda_graphs and device == "cuda" else [])

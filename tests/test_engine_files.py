@@ -88,7 +88,7 @@ def test_train_eval_predict_on_frame_folders_and_a_video(dataset, tmp_path, caps
     assert "nowhere.mp4" in capsys.readouterr().err
 
 
-def test_fine_tuning_starts_from_a_trained_model_with_another_classifier(dataset, tmp_path, capsys):
+def test_fine_tuning_starts_from_a_trained_model_with_another_classifier(dataset, tmp_path):
     recipe = _recipe(dataset, tmp_path)
     run = tmp_path / "base"
     cfg = load_config(recipe)
@@ -104,7 +104,7 @@ def test_fine_tuning_starts_from_a_trained_model_with_another_classifier(dataset
                                 f"data.val_list={lists['val']}", f"model.init_from={run / 'final.safetensors'}",
                                 "optim.lr=1e-12"])
     tuned = fit(cfg2, run_dir=tmp_path / "tuned", quiet=True)
-    assert "classifier (8, 128) -> (4, 128) left at its initialisation" in capsys.readouterr().out
+    assert "classifier (8, 128) -> (4, 128) left at its initialisation" in (tmp_path / "tuned" / "train.log").read_text()
     a, b = base.model.state_dict(), tuned.model.state_dict()
     # With a vanishing lr the convolution weights are still the base model's.
     torch.testing.assert_close(b["backbone.conv1.weight"], a["backbone.conv1.weight"], rtol=0, atol=1e-6)

@@ -18,7 +18,7 @@ from motionsqueeze.engine.config import config_to_dict
 from motionsqueeze.engine.preemption import PREEMPTED_EXIT_CODE
 from motionsqueeze.engine.resume import check_resume_config
 from motionsqueeze.engine.run_lock import RunFolderBusyError, RunLock
-from test_engine import tiny_config
+from test_trainer import tiny_config
 
 # A trainer in a subprocess that, after step PAUSE_AT, writes MARKER (its pid) and waits
 # until a stop is requested (a signal) or it is killed: the test acts on the marker, never

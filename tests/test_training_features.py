@@ -22,7 +22,7 @@ from motionsqueeze.engine.checkpoint import load_checkpoint
 from motionsqueeze.engine.config import ConfigError, bundled_recipes, config_from_dict, load_config
 from motionsqueeze.engine.ema import ModelEMA
 from motionsqueeze.engine.losses import balanced_item_weights, class_weights, training_loss
-from motionsqueeze.engine.sampling import ResumableSampler
+from motionsqueeze.engine.data_order import ResumableSampler
 from motionsqueeze.engine.trainer import build_model_from_config
 from motionsqueeze.models import create_model
 from motionsqueeze.models.batchnorm import freeze_batchnorm, frozen_batchnorm_layers

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import platform
 import time
@@ -26,6 +27,8 @@ from pathlib import Path
 import torch
 
 __all__ = ["DEMO_MODELS", "run_demo"]
+
+_log = logging.getLogger(__name__)
 
 # The default three differ only in temporal modelling; ``--models`` adds others, e.g.
 # msnet_tiny_causal, the streaming variant (past frames only, docs/streaming.md).
@@ -123,21 +126,23 @@ def run_demo(out_dir: str | Path = "motionsqueeze-demo", models=DEMO_MODELS, ove
     out.mkdir(parents=True, exist_ok=True)
     base = load_config("synthetic", overrides)
     d = base.data
-    print(f"motionsqueeze demo: {len(models)} models on the synthetic motion set "
-          f"({d.train_clips} training / {d.val_clips} test clips of {d.num_segments} frames, {d.size}x{d.size}, "
-          f"{len(d.class_names)} motion classes)")
-    print(f"machine: {_machine()}")
+    _log.info(f"motionsqueeze demo: {len(models)} models on the synthetic motion set "
+              f"({d.train_clips} training / {d.val_clips} test clips of {d.num_segments} frames, {d.size}x{d.size}, "
+              f"{len(d.class_names)} motion classes)")
+    _log.info(f"machine: {_machine()}")
     results, histories, trained = [], {}, {}
     started = time.perf_counter()
     for arch in models:
         cfg = copy.deepcopy(base)
         cfg.model.arch = arch
         cfg.source = f"synthetic ({arch})"
-        print(f"\n== {arch}")
+        _log.info(f"\n== {arch}")
         res = fit(cfg, run_dir=out / "runs" / arch, resume="auto", quiet=True)
-        val = build_split(cfg.data, "val")
-        scores = score_dataset(res.model, val, DistInfo(), tuple(d.mean), tuple(d.std), batch_size=cfg.eval.batch_size, workers=0)
-        report = classification_report(scores.scores, scores.labels, len(res.class_names))
+        report = res.report  # the validation after the last epoch: the test clips, scored as below
+        if report is None or cfg.train.amp != "none":  # a finished run reused from the folder; or run in low precision
+            val = build_split(cfg.data, "val")
+            scores = score_dataset(res.model, val, DistInfo(), tuple(d.mean), tuple(d.std), batch_size=cfg.eval.batch_size, workers=0)
+            report = classification_report(scores.scores, scores.labels, len(res.class_names))
         plot_confusion(report.confusion, res.class_names, out / f"confusion_{arch}.png", title=f"{arch} on the synthetic test clips")
         with torch.device("meta"):
             meta_model = create_model(arch, num_classes=len(res.class_names), num_segments=d.num_segments, **cfg.model.options)
@@ -162,6 +167,6 @@ def run_demo(out_dir: str | Path = "motionsqueeze-demo", models=DEMO_MODELS, ove
     total = time.perf_counter() - started
     (out / "results.md").write_text(f"{table}\n\nmachine: {_machine()}\n")
     (out / "results.json").write_text(json.dumps({"models": results, "machine": _machine(), "seconds": round(total, 1)}, indent=2))
-    print("\n" + table)
-    print(f"\nreport written to {out}/ (results.json, training_curves.png, confusion_*.png, motion_field.png) in {total:.0f}s")
+    _log.info("\n" + table)
+    _log.info(f"\nreport written to {out}/ (results.json, training_curves.png, confusion_*.png, motion_field.png) in {total:.0f}s")
     return results

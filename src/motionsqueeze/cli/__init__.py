@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 
@@ -32,8 +33,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class ConsoleHandler(logging.Handler):
+    """The library's log lines on the console as plain lines: progress lines
+    (``motionsqueeze.progress``) on stderr, everything else on stdout. The stream is looked
+    up at every line, so a replaced ``sys.stdout`` (tests, notebooks) gets them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stream = sys.stderr if record.name == "motionsqueeze.progress" else sys.stdout
+            print(self.format(record), file=stream, flush=True)
+        except Exception:
+            self.handleError(record)
+
+
+def show_library_log() -> None:
+    """Show the ``motionsqueeze`` loggers' INFO lines and above on the console (once)."""
+    logger = logging.getLogger("motionsqueeze")
+    if not any(isinstance(h, ConsoleHandler) for h in logger.handlers):
+        logger.addHandler(ConsoleHandler())
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    show_library_log()
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

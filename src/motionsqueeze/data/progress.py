@@ -1,16 +1,20 @@
 """Progress of long loops, for a terminal and for batch jobs alike.
 
 On an interactive terminal a tqdm bar; otherwise (a batch job's log, a pipe) one plain line
-on stderr every ``interval`` seconds and at the end, e.g.
-``extracting: 1200/5000 videos (24%), 12.3 videos/s, about 5m09s left``.
+every ``interval`` seconds and at the end, e.g.
+``extracting: 1200/5000 videos (24%), 12.3 videos/s, about 5m09s left``, logged to the
+``motionsqueeze.progress`` logger (the command line shows it on stderr).
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
 __all__ = ["progress", "LineProgress", "format_eta"]
+
+_log = logging.getLogger("motionsqueeze.progress")
 
 INTERVAL = 30.0
 """Seconds between progress lines when stderr is not a terminal."""
@@ -24,12 +28,11 @@ def format_eta(seconds: float) -> str:
 
 
 class LineProgress:
-    """A tqdm-like counter that prints a line every ``interval`` seconds (``update``/``close``)."""
+    """A tqdm-like counter that logs a line every ``interval`` seconds (``update``/``close``)."""
 
-    def __init__(self, total: int, desc: str, unit: str, interval: float | None = None, stream=None):
+    def __init__(self, total: int, desc: str, unit: str, interval: float | None = None):
         self.total, self.desc, self.unit = total, desc, unit
         self.interval = INTERVAL if interval is None else interval
-        self.stream = stream
         self.n = 0
         self.start = self.last = time.monotonic()
 
@@ -56,7 +59,7 @@ class LineProgress:
             text += f", took {format_eta(elapsed)}"
         elif rate > 0:
             text += f", about {format_eta((self.total - self.n) / rate)} left"
-        print(text, file=self.stream or sys.stderr, flush=True)
+        _log.info(text)
 
 
 def progress(total: int, desc: str, unit: str = "item", enabled: bool = True, interval: float | None = None):

@@ -11,6 +11,9 @@ import dataclasses
 
 from torch.utils.data import Dataset
 
+from ..data import build_dataset, load_class_names
+from ..data.synthetic import build_synthetic_dataset
+
 __all__ = ["build_split", "class_names_of", "input_size_of", "with_views", "is_synthetic", "labels_of"]
 
 
@@ -24,8 +27,6 @@ def class_names_of(data_cfg) -> list[str]:
     if is_synthetic(data_cfg):
         return data_cfg.class_names
     if data_cfg.class_names:
-        from ..data import load_class_names
-
         names = load_class_names(data_cfg.class_names)
         if data_cfg.num_classes is not None and data_cfg.num_classes != len(names):
             raise ValueError(f"data.num_classes is {data_cfg.num_classes} but {data_cfg.class_names} names {len(names)} classes")
@@ -60,11 +61,7 @@ def with_views(data_cfg, clips: int | None = None, crops: int | None = None, tes
 def build_split(data_cfg, split: str) -> Dataset:
     """Dataset of a split ("train", "val" or "test"); see the data-pipeline item protocol."""
     if is_synthetic(data_cfg):
-        from ..data.synthetic import build_synthetic_dataset
-
         return build_synthetic_dataset(data_cfg, split)
-    from ..data import build_dataset
-
     return build_dataset(data_cfg, split)
 
 

@@ -8,18 +8,26 @@ mean class accuracy and the confusion matrix are computed.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
-from .data import is_synthetic
-from .distributed import DistInfo, all_gather_cat, all_gather_objects
-from .metrics import ClassificationReport, classification_report, fuse_views
-from .sampling import ResumableSampler, SeededDataset
+from ..data.progress import progress as progress_bar
+from .checkpoint import load_checkpoint
+from .data import build_split, class_names_of, is_synthetic, with_views
+from .data_order import ResumableSampler
+from .distributed import DistInfo, all_gather_cat, all_gather_objects, cleanup_distributed, init_distributed
+from .metrics import ClassificationReport, classification_report, fuse_views, write_report
+from .step import autocast_context, build_loader, inference_settings, prepare_clips
 
 __all__ = ["Scores", "score_dataset", "run_evaluation"]
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,17 +62,11 @@ def score_dataset(
     progress: bool = False,
 ) -> Scores:
     """Run ``model`` over every item of an evaluation dataset (all ranks share the work)."""
-    from ..data import collate_clips
-    from .trainer import autocast_context, prepare_clips
-
     device = info.device
     was_training = model.training
     model.eval()
     sampler = ResumableSampler(len(dataset), shuffle=False, rank=info.rank, world_size=info.world_size)
-    loader = DataLoader(SeededDataset(dataset, 0), batch_size=batch_size, sampler=sampler, num_workers=workers,
-                        collate_fn=collate_clips, pin_memory=device.type == "cuda")
-    from ..data.progress import progress as progress_bar
-
+    loader = build_loader(dataset, sampler, batch_size, workers, device)
     bar = progress_bar(len(loader), "evaluating", "batch", enabled=progress and info.is_main)
     scores, labels, indices, problems = [], [], [], []
     for batch in loader:
@@ -127,10 +129,6 @@ def load_trained_model(path, map_location="cpu", test_segments: int | None = Non
     a training checkpoint (``.pt``, rebuilt from the config stored in it). Either way the
     model carries ``class_names``, ``preprocess`` and ``extra`` as ``load_model`` sets them.
     ``test_segments``: frames per clip to run at instead of the trained count."""
-    from pathlib import Path
-
-    from .checkpoint import load_checkpoint
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -162,10 +160,6 @@ def load_trained_model(path, map_location="cpu", test_segments: int | None = Non
         raise ValueError(f"training checkpoint {path} does not match the model its recipe describes "
                          f"({mismatch.describe()}): it was edited or damaged")
     model.load_state_dict(state["model"])
-    from types import SimpleNamespace
-
-    from .trainer import inference_settings
-
     model.class_names = names
     model.preprocess = {"input_size": data.get("crop_size", data.get("size")), "mean": data["mean"],
                         "std": data["std"], "num_segments": data["num_segments"]}
@@ -226,15 +220,7 @@ def evaluate_checkpoint(cfg, checkpoint, split: str = "val", out_dir=None, clips
     ``per_class.csv`` (class, videos, accuracy), ``confusion.png`` and ``scores.npz``
     (``scores`` (N, K) fused, ``labels``, ``indices`` into the list, ``class_names``).
     """
-    from pathlib import Path
-
-    from .data import build_split, class_names_of, with_views
-    from .distributed import cleanup_distributed, init_distributed
-    from .metrics import write_report
-
     if test_segments is not None:
-        import dataclasses
-
         cfg.data = dataclasses.replace(cfg.data, num_segments=test_segments)
     if split == "test" and not is_synthetic(cfg.data) and not cfg.data.test_list:
         # The test split would fall back to the validation list: a result labelled "test"
@@ -255,7 +241,7 @@ def evaluate_checkpoint(cfg, checkpoint, split: str = "val", out_dir=None, clips
         data_cfg, notes = with_model_settings(cfg.data, model, keep)
         if info.is_main:
             for note in notes:
-                print(f"eval: {note}")
+                _log.info(f"eval: {note}")
         # Both lists are scored through the "test" split, which carries the test-time views.
         data_cfg = with_views(data_cfg, clips, crops, test_list=None if split == "test" else getattr(cfg.data, "val_list", None))
         dataset = build_split(data_cfg, "val" if is_synthetic(cfg.data) else "test")

@@ -30,6 +30,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.transforms import normalize_clip
+from ..files import atomic_output, atomic_write
+from .predict import prepare_video
+
 __all__ = ["LEVELS", "FORMATS", "feature_names", "video_features", "write_features", "extract_features",
            "ExtractionSummary"]
 
@@ -49,8 +53,6 @@ def feature_names(model: nn.Module, level: str) -> list[str]:
 def video_features(model: nn.Module, views: torch.Tensor, level: str = "clip",
                    names: list[str] | None = None) -> dict[str, np.ndarray]:
     """Features of one video from its uint8 views ``(V, T, 3, S, S)`` (module docstring)."""
-    from ..data.transforms import normalize_clip
-
     device = next(model.parameters()).device
     pre = model.preprocess
     x = normalize_clip(views.to(device), pre["mean"], pre["std"])
@@ -68,8 +70,6 @@ def video_features(model: nn.Module, views: torch.Tensor, level: str = "clip",
 
 def write_features(path: str | Path, arrays: dict[str, np.ndarray], fmt: str) -> None:
     """One file: ``.npz`` (all arrays), ``.npy`` (exactly one array) or ``.safetensors``."""
-    from ..files import atomic_output, atomic_write
-
     if fmt == "npz":
         atomic_write(path, lambda f: np.savez(f, **arrays))
     elif fmt == "npy":
@@ -104,8 +104,6 @@ def _check_settings(out: Path, settings: dict) -> None:
             raise ValueError(f"{out} holds features extracted with other settings ({file}: {before}); "
                              f"use another --out, or the same options to continue that run")
     else:
-        from ..files import atomic_write
-
         atomic_write(file, lambda f: f.write(json.dumps(settings, indent=2).encode()))
 
 
@@ -114,9 +112,6 @@ def extract_features(model: nn.Module, inputs: list[tuple[str, str]], out_dir: s
                      template: str = "{:05d}.jpg", start_index: int = 1, checkpoint: str = "",
                      progress: bool = False) -> ExtractionSummary:
     """Features of every ``(source, name)`` input into ``out_dir/<name>.<fmt>`` (module docstring)."""
-    from ..files import atomic_write
-    from .predict import prepare_video
-
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
     if fmt not in FORMATS:

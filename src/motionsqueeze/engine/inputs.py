@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..data.annotations import VIDEO_EXTENSIONS
+
 __all__ = ["gather_inputs"]
 
 
@@ -25,8 +27,6 @@ def _is_frame_folder(path: Path, template: str, start_index: int) -> bool:
 
 
 def _walk(folder: Path, template: str, start_index: int) -> list[Path]:
-    from ..data.annotations import VIDEO_EXTENSIONS
-
     found = []
     for entry in sorted(folder.iterdir()):
         if entry.is_dir():

@@ -12,33 +12,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..data import open_clip_source
+from ..data.sampling import model_clip_indices, model_sampler
+from ..data.transforms import EvalTransform, normalize_clip
+from .metrics import fuse_views
+
 __all__ = ["model_sampler", "model_clip_indices", "eval_transform", "view_pipeline", "prepare_video", "top_classes",
            "view_logits", "predict_video"]
-
-
-def model_sampler(model: nn.Module, count: int | None = None):
-    """The :class:`ClipSampler` that samples clips as the model was (from the model file);
-    ``count`` frames instead of the model's ``num_segments`` if given."""
-    from ..data.sampling import ClipSampler
-
-    pre = getattr(model, "preprocess", None) or {}
-    extra = getattr(model, "extra", None) or {}
-    return ClipSampler(count or pre.get("num_segments") or model.num_segments, extra.get("sampling", "segment"),
-                       extra.get("dense_stride"), extra.get("dense_window", 64))
-
-
-def model_clip_indices(model: nn.Module, num_frames: int, count: int | None = None) -> list[int]:
-    """Frame indices of the evaluation clip of a ``num_frames`` video, sampled as the model
-    was (segment centres, or the centre dense clip at its stride; from the model file).
-    ``count`` frames instead of the model's ``num_segments`` if given."""
-    return model_sampler(model, count).even(num_frames, 1)[0]
 
 
 def eval_transform(model: nn.Module, crops: int = 1):
     """The :class:`EvalTransform` (``crops``: 1 centre crop, or 3 along the longer side) that
     evaluation applies for ``model``."""
-    from ..data.transforms import EvalTransform
-
     pre = model.preprocess
     extra = getattr(model, "extra", {}) or {}
     size = pre["input_size"] if isinstance(pre["input_size"], int) else pre["input_size"][0]
@@ -58,8 +43,6 @@ def prepare_video(model: nn.Module, source: str | Path, *, template: str = "{:05
     """``(V, T, 3, S, S)`` uint8 views of ``source`` for ``model`` (see the module docstring):
     V = ``clips`` evenly spaced clips x ``crops`` (1: centre, 3: along the longer side), as
     ``eval`` takes them; one view by default."""
-    from ..data import open_clip_source
-
     sampler, transform = view_pipeline(model, crops)
     with open_clip_source(source, template=template, start_index=start_index) as reader:
         if reader.num_frames < 1:
@@ -81,8 +64,6 @@ def view_logits(model, views: torch.Tensor, device: str | torch.device = "cpu") 
     """Logits ``(V, K)`` of uint8 views ``(V, T, 3, S, S)``: normalised as the model's recipe
     did, or given as they are to a model that normalises them itself (an ONNX export with
     preprocessing, :class:`motionsqueeze.models.export.OnnxRecognizer`)."""
-    from ..data.transforms import normalize_clip
-
     if hasattr(model, "logits_from_frames"):
         return model.logits_from_frames(views).float()
     pre = model.preprocess
@@ -97,8 +78,6 @@ def predict_video(model: nn.Module, source: str | Path, *, topk: int = 5, templa
 
     With ``clips`` x ``crops`` views the views are fused as ``eval`` fuses them (``fusion``:
     mean of logits, then softmax; or mean of probabilities)."""
-    from .metrics import fuse_views
-
     views = prepare_video(model, source, template=template, start_index=start_index, clips=clips, crops=crops)
     if isinstance(model, nn.Module):
         model = model.to(device).eval()

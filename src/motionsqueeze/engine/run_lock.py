@@ -15,12 +15,15 @@ from __future__ import annotations
 import datetime
 import errno
 import json
+import logging
 import os
 import socket
 import sys
 from pathlib import Path
 
 __all__ = ["RunFolderBusyError", "RunLock", "LOCK_NAME"]
+
+_log = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
 
@@ -44,9 +47,9 @@ class RunLock:
     Raises :class:`RunFolderBusyError` naming the holder when another live process has it.
     """
 
-    def __init__(self, run_dir: str | Path, log=print):
+    def __init__(self, run_dir: str | Path, log=None):
         self.path = Path(run_dir) / LOCK_NAME
-        self.log = log
+        self.log = log or _log.warning
         self._fd: int | None = None
 
     def acquire(self) -> "RunLock":

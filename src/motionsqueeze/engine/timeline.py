@@ -21,6 +21,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..data import open_clip_source
+from ..data.transforms import normalize_clip
+from ..files import atomic_output, atomic_write
+from .predict import top_classes, view_pipeline
+
 __all__ = ["Window", "Timeline", "window_starts", "frames_of", "predict_timeline", "write_timeline",
            "write_annotated_video"]
 
@@ -104,9 +109,6 @@ def predict_timeline(model: nn.Module, source: str | Path, *, window: float, str
                      topk: int = 3, template: str = "{:05d}.jpg", start_index: int = 1,
                      device: str | torch.device = "cpu", batch_size: int = 8) -> Timeline:
     """Top classes of every window of ``source`` (see the module docstring)."""
-    from ..data import open_clip_source
-    from ..data.transforms import normalize_clip
-    from .predict import top_classes, view_pipeline
 
     sampler, transform = view_pipeline(model)
     pre = model.preprocess
@@ -138,8 +140,6 @@ def predict_timeline(model: nn.Module, source: str | Path, *, window: float, str
 def write_timeline(timeline: Timeline, path: str | Path) -> None:
     """``.json`` (:meth:`Timeline.to_dict`) or ``.csv`` (``start,end,start_s,end_s,rank,class,
     probability``... one row per window with its top-1 and the top-k as ``class:probability``)."""
-    from ..files import atomic_write
-
     path = Path(path)
     if path.suffix == ".json":
         text = json.dumps(timeline.to_dict(), indent=2)
@@ -165,9 +165,6 @@ def write_annotated_video(timeline: Timeline, path: str | Path, *, template: str
     import av
     import numpy as np
     from PIL import Image, ImageDraw
-
-    from ..data import open_clip_source
-    from ..files import atomic_output
 
     starts = timeline.owners()
     with open_clip_source(timeline.source, template=template, start_index=start_index) as reader, \

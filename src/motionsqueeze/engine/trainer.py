@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import logging
 import math
 import os
 import sys
@@ -36,26 +37,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+import yaml
 from torch import nn
-from torch.utils.data import DataLoader
+from tqdm import tqdm
 
+from ..data import summarize_skipped
+from ..data.augment import BatchAugment
+from ..data.progress import format_eta
+from ..models import create_model
+from ..models.batchnorm import freeze_batchnorm
+from ..models.weights import compare_keys
+from ..models.weights import load_finetune_weights
+from ..models.weights import save_model
+from .accumulate import gradient_state, group_bounds, load_gradient_state, loss_share
 from .checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
 from .config import TrainConfig, config_to_dict
-from ..data.augment import BatchAugment
-from ..models.batchnorm import freeze_batchnorm
-from .accumulate import gradient_state, group_bounds, load_gradient_state, loss_share
 from .data import build_split, class_names_of, input_size_of, labels_of
+from .data_order import ResumableSampler, batch_generator
 from .distributed import DistInfo, all_reduce_sum, cleanup_distributed, init_distributed
 from .ema import ModelEMA
 from .evaluate import run_evaluation
 from .losses import balanced_item_weights, class_weights, training_loss
+from .metrics import ClassificationReport
 from .optim import LRSchedule, build_optimizer, scaled_lr
-from .preemption import Preempted, StopSignals, ignore_stop_signals, stop_requested
+from .preemption import Preempted, StopSignals, stop_requested
 from .resume import check_resume_config, log_allowed_changes, remove_stale_temp_files, rewind_metrics
 from .run_lock import RunFolderBusyError, RunLock
-from .sampling import ResumableSampler, SeededDataset, batch_generator
+from .step import autocast_context, build_loader, inference_settings, prepare_clips
 
-__all__ = ["fit", "TrainResult", "NonFiniteLossError", "build_model_from_config", "autocast_context", "prepare_clips"]
+__all__ = ["fit", "TrainResult", "NonFiniteLossError", "build_model_from_config"]
+
+_log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -72,45 +85,22 @@ class TrainResult:
     best: dict | None = None
     train_seconds: float = 0.0
     is_main: bool = True  # False on ranks other than 0 of a torchrun job
+    report: ClassificationReport | None = None  # the last validation of this call (None if it ran none)
 
 
-def build_model_from_config(cfg: TrainConfig, num_classes: int, log=print) -> nn.Module:
-    from ..models import create_model
-
+def build_model_from_config(cfg: TrainConfig, num_classes: int, log=_log.info) -> nn.Module:
     kwargs = dict(cfg.model.options)
     if cfg.model.pretrained:
         kwargs["pretrained"] = cfg.model.pretrained
     model = create_model(cfg.model.arch, num_classes=num_classes, num_segments=cfg.data.num_segments, **kwargs)
     if cfg.model.init_from:
-        from ..models.weights import load_finetune_weights
-
         load_finetune_weights(model, cfg.model.init_from, log=log)
     return model
 
 
-def autocast_context(amp: str, device: torch.device):
-    if amp == "none":
-        return contextlib.nullcontext()
-    if amp == "fp16" and device.type != "cuda":
-        raise ValueError("train.amp=fp16 needs a CUDA device; use bf16 or none on the CPU")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
-
-
-def prepare_clips(clip: torch.Tensor, device: torch.device, mean, std, channels_last: bool = False) -> torch.Tensor:
-    """uint8 clips (..., 3, H, W) -> normalised float on ``device`` (normalised after the copy,
-    so the host sends a quarter of the bytes)."""
-    from ..data.transforms import normalize_clip
-
-    x = normalize_clip(clip.to(device, non_blocking=True), mean, std)
-    if channels_last and x.dim() == 5:
-        # (N, T, 3, H, W): make each frame channels-last, which is what the 2D convs see.
-        n, t = x.shape[:2]
-        x = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).view(n, t, *x.shape[2:])
-    return x
-
-
 class _Logger:
-    """``train.log`` (and the terminal), ``metrics.jsonl`` and TensorBoard of a run.
+    """``train.log``, ``metrics.jsonl`` and TensorBoard of a run. Every ``train.log`` line also
+    goes to the ``motionsqueeze.engine.trainer`` logger (the command line shows it).
 
     A run that starts from scratch in a folder whose ``train.log`` an earlier attempt left
     (one that failed before saving a checkpoint) moves that log to ``train.attempt-N.log`` and
@@ -143,7 +133,7 @@ class _Logger:
 
     def __call__(self, message: str) -> None:
         if self.enabled:
-            print(message, flush=True)
+            _log.info(message)
             self.log_file.write(message + "\n")
             self.log_file.flush()
 
@@ -179,28 +169,6 @@ class _Logger:
                 self.tb.close()
 
 
-def _loader(dataset, sampler, batch_size, workers, seed, device, stop_signals=()) -> DataLoader:
-    import functools
-
-    from ..data import collate_clips
-
-    return DataLoader(
-        SeededDataset(dataset, seed),
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        collate_fn=collate_clips,
-        pin_memory=device.type == "cuda",
-        drop_last=False,
-        persistent_workers=False,
-        # Own generator: creating the iterator must not consume the global RNG (dropout).
-        generator=torch.Generator().manual_seed(seed),
-        # A scheduler signals the whole process group: workers keep serving until the main
-        # process has saved and shuts them down.
-        worker_init_fn=functools.partial(ignore_stop_signals, stop_signals) if workers else None,
-    )
-
-
 def _unwrap(model: nn.Module) -> nn.Module:
     model = getattr(model, "_orig_mod", model)
     return getattr(model, "module", model)
@@ -212,8 +180,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
 def _restore_training_state(state, path, model, optimizer, schedule, scaler, optimizer_changed: bool, log) -> None:
     """Load a checkpoint into the run's objects; a checkpoint of another model is an error
     naming the file, not a raw ``load_state_dict`` traceback."""
-    from ..models.weights import compare_keys
-
     mismatch = compare_keys(model.state_dict(), state["model"])
     if mismatch:
         raise ValueError(
@@ -238,8 +204,6 @@ def _gather_objects(obj, info: DistInfo) -> list:
     """``[obj of rank 0, obj of rank 1, ...]`` on every rank (collective under torchrun)."""
     if not info.enabled:
         return [obj]
-    import torch.distributed as dist
-
     out = [None] * info.world_size
     dist.all_gather_object(out, obj)
     return out
@@ -279,9 +243,9 @@ def _last_good(run: Path) -> str:
     return str(last) if last else "none yet"
 
 
-def _check_step_inputs(model: nn.Module, optimizer, grad_norm, run: Path, epoch: int, step_in_epoch: int) -> None:
-    """Before an optimiser step: learning rates representable in the weights' dtype and
-    finite gradients (an inf step would write inf weights)."""
+def _check_learning_rates(optimizer, run: Path) -> None:
+    """Before an optimiser step: learning rates representable in the weights' dtype (plain
+    Python numbers: no device sync)."""
     for group in optimizer.param_groups:
         lr = float(group["lr"])
         dtype = group["params"][0].dtype if group["params"] else torch.float32
@@ -290,16 +254,60 @@ def _check_step_inputs(model: nn.Module, optimizer, grad_norm, run: Path, epoch:
                 f"the learning rate of parameter group {group.get('name', '?')} is {lr:g}, beyond what "
                 f"{dtype} holds; nothing was saved. Lower optim.lr (last good checkpoint: {_last_good(run)})."
             )
-    if grad_norm is None:
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        if not grads:
+
+
+def _grad_norm(model: nn.Module) -> torch.Tensor | None:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return None
+    return torch.linalg.vector_norm(torch.stack([n.float() for n in torch._foreach_norm(grads)]))
+
+
+class _FiniteWatch:
+    """The first NaN or infinite loss or gradient norm of the run, noted on the device.
+
+    Noting costs no host sync, so a step waits for nothing; :meth:`check` reads the note
+    (one sync, collective under torchrun) and runs at log steps, before every save and at
+    the end of every epoch. Steps taken after a bad one are never saved: the last good
+    checkpoint stays good.
+    """
+
+    KINDS = ("loss", "gradients")
+
+    def __init__(self, device: torch.device):
+        self.step = torch.zeros((), dtype=torch.float64, device=device)  # steps noted so far
+        self.note = torch.zeros(3, dtype=torch.float64, device=device)  # [kind + 1 (0: none), step, value]
+        self.kind = [torch.tensor(float(k + 1), dtype=torch.float64, device=device) for k in range(len(self.KINDS))]
+
+    def see(self, kind: str, value: torch.Tensor | None) -> None:
+        """Note ``value`` (a 0-d tensor) of this step if it is the first non-finite one."""
+        if value is None:
             return
-        grad_norm = torch.linalg.vector_norm(torch.stack([n.float() for n in torch._foreach_norm(grads)]))
-    if not torch.isfinite(grad_norm):
+        value = value.detach().double()
+        first = ~torch.isfinite(value) & (self.note[0] == 0)
+        self.note = torch.where(first, torch.stack([self.kind[self.KINDS.index(kind)], self.step, value]), self.note)
+
+    def next_step(self) -> None:
+        self.step += 1
+
+    def check(self, info: DistInfo, run: Path, epoch: int, step_in_epoch: int) -> None:
+        """Raise :class:`NonFiniteLossError` if any rank noted a non-finite value. ``epoch`` and
+        ``step_in_epoch`` (steps done in it) place the current step: checks run at least once
+        an epoch, so a noted step is in the current epoch."""
+        kind, at, value = self.note.tolist()
+        bad = kind > 0
+        if info.enabled:
+            bad = all_reduce_sum(torch.tensor(float(bad), device=info.device), info).item() > 0
+        if not bad:
+            return
+        if kind > 0:
+            step = step_in_epoch - (int(self.step.item()) - int(at))  # 0-based step in this epoch
+            what = f"the {self.KINDS[int(kind) - 1]} became {value} at epoch {epoch + 1}, step {step + 1}"
+        else:
+            what = "the loss or the gradients became NaN or infinite on another process"
         raise NonFiniteLossError(
-            f"the gradients became {float(grad_norm)} at epoch {epoch + 1}, step {step_in_epoch + 1}; the run "
-            f"stopped without taking that step or saving. Last good checkpoint: {_last_good(run)}. Lower optim.lr, "
-            f"set optim.clip_grad_norm, or check the data, then resume with --resume auto."
+            f"{what}; the run stopped without saving that state. Last good checkpoint: {_last_good(run)}. Lower "
+            f"optim.lr, set optim.clip_grad_norm, or check the data, then resume with --resume auto."
         )
 
 
@@ -471,7 +479,7 @@ def _fit(cfg: TrainConfig, info: DistInfo, run: Path, resume, quiet, allow_chang
     ema = ModelEMA(model, t.ema_decay) if t.ema_decay > 0 else None
     scaler = torch.amp.GradScaler(device.type, enabled=(t.amp == "fp16"))
 
-    epoch, step_in_epoch, global_step, best, history = 0, 0, 0, None, []
+    epoch, step_in_epoch, global_step, best, history, report = 0, 0, 0, None, [], None
     epoch_sums, epoch_skipped, epoch_seconds = None, [], 0.0
     if state is not None:
         _restore_training_state(state, ckpt_path, model, optimizer, schedule, scaler, "optim.name" in allowed, log)
@@ -497,8 +505,6 @@ def _fit(cfg: TrainConfig, info: DistInfo, run: Path, resume, quiet, allow_chang
         torch.manual_seed(t.seed + 1000 * info.rank + global_step + 1)
 
     if info.is_main and (state is None or allowed):
-        import yaml
-
         run.mkdir(parents=True, exist_ok=True)
         (run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     if info.is_main:
@@ -558,11 +564,16 @@ def _fit(cfg: TrainConfig, info: DistInfo, run: Path, resume, quiet, allow_chang
     started = time.perf_counter()
     trained_seconds = float(state.get("train_seconds", 0.0)) if state else 0.0
     input_size = input_size_of(cfg.data)
+    # One loader for the whole run: with workers, the same processes serve every epoch.
+    loader = build_loader(train_set, sampler, t.batch_size, t.workers, device, seed=t.seed, generator_seed=t.seed,
+                          persistent=True, stop_signals=t.stop_signals)
+    watch = _FiniteWatch(device)
     while epoch < cfg.schedule.epochs:
         epoch_start = time.perf_counter() - epoch_seconds
         sampler.set_epoch(epoch, start=step_in_epoch * t.batch_size)
-        loader = _loader(train_set, sampler, t.batch_size, t.workers, t.seed, device, t.stop_signals)
         step_model.train()
+        # The epoch's sums stay on the device; they are read at its end (and saved with a
+        # mid-epoch checkpoint), so that a step never waits for the device.
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         seen = torch.zeros((), device=device)
@@ -576,8 +587,6 @@ def _fit(cfg: TrainConfig, info: DistInfo, run: Path, resume, quiet, allow_chang
                     "seconds": time.perf_counter() - epoch_start}
         bar = None
         if t.progress and info.is_main and not quiet and sys.stderr.isatty():
-            from tqdm import tqdm
-
             bar = tqdm(total=steps_per_epoch, initial=step_in_epoch, desc=f"epoch {epoch + 1}/{cfg.schedule.epochs}", leave=False)
         for batch in loader:
             if step_in_epoch >= steps_per_epoch:
@@ -595,14 +604,7 @@ def _fit(cfg: TrainConfig, info: DistInfo, run: Path, resume, quiet, allow_chang
                 with autocast_context(t.amp, device):
                     logits = step_model(clips)
                     loss = training_loss(logits, labels, targets, t.label_smoothing, loss_weight)
-                bad = all_reduce_sum((~torch.isfinite(loss.detach())).float(), info)
-                if bad.item() > 0:
-                    last_good = latest_checkpoint(run)
-                    raise NonFiniteLossError(
-                        f"the loss became {loss.item()} at epoch {epoch + 1}, step {step_in_epoch + 1}; the run stopped "
-                        f"without saving this state. Last good checkpoint: {last_good or 'none yet'}. Lower optim.lr, set "
-                        f"optim.clip_grad_norm, or check the data, then resume with --resume auto."
-                    )
+                watch.see("loss", loss)
                 if first:
                     optimizer.zero_grad(set_to_none=True)
                 if t.accumulate > 1:
@@ -616,7 +618,8 @@ def _fit(cfg: TrainConfig, info: DistInfo, run: Path, resume, quiet, allow_chang
                     scaler.unscale_(optimizer)
                     grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad_norm)
                 if not scaler.is_enabled():  # fp16's scaler skips steps with inf gradients itself
-                    _check_step_inputs(model, optimizer, grad_norm, run, epoch, step_in_epoch)
+                    _check_learning_rates(optimizer, run)
+                    watch.see("gradients", grad_norm if grad_norm is not None else _grad_norm(model))
                 scaler.step(optimizer)
                 scaler.update()
                 lr = schedule.step()
@@ -624,6 +627,7 @@ def _fit(cfg: TrainConfig, info: DistInfo, run: Path, resume, quiet, allow_chang
                     ema.update(_unwrap(model))
             else:
                 lr = schedule.lr
+            watch.next_step()
             step_in_epoch += 1
             global_step += 1
             loss_sum += loss.detach() * len(labels)
@@ -631,24 +635,29 @@ def _fit(cfg: TrainConfig, info: DistInfo, run: Path, resume, quiet, allow_chang
             seen += len(labels)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
-            if not quiet and info.is_main and t.log_every and global_step % t.log_every == 0:
-                log.record({"kind": "step", "epoch": epoch + 1, "step": global_step, "loss": loss.item(), "lr": lr})
-                if bar is None:
-                    from ..data.progress import format_eta
-
-                    rate = step_in_epoch / max(time.perf_counter() - epoch_start, 1e-9)  # steps/s this epoch
-                    log(f"epoch {epoch + 1} step {step_in_epoch}/{steps_per_epoch}  loss {loss.item():.4f}  lr {lr:.3g}  "
-                        f"{rate * t.batch_size * info.world_size:.3g} clips/s, epoch ends in about "
-                        f"{format_eta((steps_per_epoch - step_in_epoch) / rate)}")
+            if t.log_every and global_step % t.log_every == 0:
+                # A log step: the one place inside an epoch where the host reads the device.
+                watch.check(info, run, epoch, step_in_epoch)
+                if not quiet and info.is_main:
+                    step_loss = loss.item()
+                    log.record({"kind": "step", "epoch": epoch + 1, "step": global_step, "loss": step_loss, "lr": lr})
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.2e}")
+                    else:
+                        rate = step_in_epoch / max(time.perf_counter() - epoch_start, 1e-9)  # steps/s this epoch
+                        log(f"epoch {epoch + 1} step {step_in_epoch}/{steps_per_epoch}  loss {step_loss:.4f}  lr {lr:.3g}  "
+                            f"{rate * t.batch_size * info.world_size:.3g} clips/s, epoch ends in about "
+                            f"{format_eta((steps_per_epoch - step_in_epoch) / rate)}")
             if _stop_agreed(info) and step_in_epoch < steps_per_epoch:
+                watch.check(info, run, epoch, step_in_epoch)
                 save(epoch, step_in_epoch, progress())
                 _stop(log, run, stop_requested(), epoch, step_in_epoch, steps_per_epoch)
             if t.save_every_steps and global_step % t.save_every_steps == 0 and step_in_epoch < steps_per_epoch:
+                watch.check(info, run, epoch, step_in_epoch)
                 save(epoch, step_in_epoch, progress())
         if bar is not None:
             bar.close()
-        del loader
+        watch.check(info, run, epoch, step_in_epoch)
 
         totals = all_reduce_sum(torch.stack([loss_sum, correct, seen]).float(), info)
         _check_finite_state(model, optimizer, run, epoch + 1, 0, info)  # before a model file is written
@@ -664,8 +673,6 @@ def _fit(cfg: TrainConfig, info: DistInfo, run: Path, resume, quiet, allow_chang
             with open(run / "skipped.log", "a") as f:
                 for message in skipped:
                     f.write(f"epoch {epoch}: {message}\n")
-            from ..data import summarize_skipped
-
             log(f"epoch {epoch}: {summarize_skipped(skipped)}\n(all of them in {run / 'skipped.log'})")
         validate = val_set is not None and (
             (cfg.train.eval_every > 0 and epoch % cfg.train.eval_every == 0) or epoch == cfg.schedule.epochs
@@ -696,31 +703,16 @@ def _fit(cfg: TrainConfig, info: DistInfo, run: Path, resume, quiet, allow_chang
         if epoch < cfg.schedule.epochs and _stop_agreed(info):
             _stop(log, run, stop_requested(), epoch, 0, steps_per_epoch)
 
+    del loader  # its worker processes end here
     if info.is_main:
         _save_model_file(_unwrap(model), run / "final.safetensors", cfg, class_names, input_size, mean, std)
         if ema is not None:
             _save_model_file(ema.module, run / "ema.safetensors", cfg, class_names, input_size, mean, std)
     log.close()
     total_seconds = trained_seconds + time.perf_counter() - started
-    return TrainResult(run_dir=run, model=_unwrap(model), class_names=class_names, history=history, best=best, train_seconds=total_seconds, is_main=info.is_main)
-
-
-def inference_settings(data_cfg) -> dict:
-    """How clips were sampled and resized, kept in model files so that ``predict`` and
-    ``visualize`` prepare a video as evaluation did."""
-    return {
-        "resize": getattr(data_cfg, "resize", None),
-        "sampling": getattr(data_cfg, "sampling", "segment"),
-        "dense_stride": getattr(data_cfg, "dense_stride", None),
-        "dense_window": getattr(data_cfg, "dense_window", 64),
-        # frame file names, so that predict reads the training data's frame folders unaided
-        "template": getattr(data_cfg, "template", None),
-        "start_index": getattr(data_cfg, "start_index", None),
-    }
+    return TrainResult(run_dir=run, model=_unwrap(model), class_names=class_names, history=history, best=best, train_seconds=total_seconds, is_main=info.is_main, report=report)
 
 
 def _save_model_file(model, path, cfg, class_names, input_size, mean, std) -> None:
-    from ..models.weights import save_model
-
     save_model(model, path, class_names=class_names, input_size=input_size, mean=mean, std=std,
                extra={"recipe": cfg.source or "", **inference_settings(cfg.data)})

@@ -23,8 +23,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..data import open_clip_source
+from ..data.sampling import model_clip_indices
+from ..data.transforms import normalize_clip, resize_clip
+from ..models.recognizer import build_model
+from .animate import save_motion_animation
 from .estimator import BlockMatching, block_matching_flow
-from .motion_grid import field_to_pixels
+from .motion_grid import field_to_pixels, save_motion_grid
 
 __all__ = ["ESTIMATOR_NAME", "OUTPUT_SUFFIXES", "MotionFields", "motion_fields", "working_size", "load_motion_model",
            "check_output_path"]
@@ -65,9 +70,6 @@ class MotionFields:
     def save(self, path: str | os.PathLike, *, arrows: bool = True, max_pixels: float | None = None,
              fps: float = 2.0, title: str | None = None, orientation: str | None = None) -> Path:
         """Draw the fields to ``path``: ``.png`` grid, ``.gif`` or ``.mp4`` animation."""
-        from .animate import save_motion_animation
-        from .motion_grid import save_motion_grid
-
         path = check_output_path(path)
         if title is None:
             title = f"{Path(self.source).name or 'clip'}: " + (
@@ -174,9 +176,6 @@ def load_motion_model(checkpoint) -> tuple[torch.nn.Module, dict, str]:
 
 
 def _model_fields(model, clip: torch.Tensor, pre: dict) -> tuple[dict, dict, dict]:
-    from ..data.transforms import normalize_clip
-    from ..models.recognizer import build_model
-
     t = clip.shape[0]
     if t != model.num_segments:
         # Weights do not depend on T: the same layers run on a clip of any length.
@@ -243,9 +242,6 @@ def motion_fields(
         ValueError: unreadable source, fewer than 2 frames, or a model without MotionSqueeze.
         FileNotFoundError: a missing checkpoint.
     """
-    from ..data import open_clip_source
-    from ..data.transforms import resize_clip
-
     model = pre = name = None
     if checkpoint is not None:
         model, pre, name = load_motion_model(checkpoint)
@@ -264,8 +260,6 @@ def motion_fields(
         sample = None
         if model is not None:
             # The frames the model sees: its own sampling (segment centres or a dense clip).
-            from ..engine.predict import model_clip_indices
-
             def sample(n, c):
                 return model_clip_indices(model, n, c)
         indices = _frame_indices(reader.num_frames, count, step, start, sample=sample, where=label)

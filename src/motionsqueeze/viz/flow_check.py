@@ -31,6 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data import open_clip_source
+from ..data.transforms import resize_clip
 from .estimator import BlockMatching, block_matching_flow
 from .fields import working_size
 from .motion_grid import field_to_pixels
@@ -140,9 +142,6 @@ def compare_with_opencv(
         method: OpenCV reference, ``"dis"`` or ``"farneback"``.
         cut_threshold: see :data:`CUT_THRESHOLD`.
     """
-    from ..data import open_clip_source
-    from ..data.transforms import resize_clip
-
     s = config.stride
     totals = {"err": [], "ref": [], "warp": []}
     skipped = 0
