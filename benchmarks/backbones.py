@@ -3,8 +3,8 @@
 One clip of T frames (8x224x224 by default), eval mode, no gradients, fp32, on the CPU with
 a fixed number of torch threads (2 by default, the CI machine). Rounds are interleaved: each
 round times every model once, in the same order, so that a change in machine load touches
-all models alike; the table gives each model's median over the rounds and MSNet's median
-over TSM's for every backbone.
+all models alike; the table gives each model's median over the rounds and, for every
+backbone, the median over rounds of that round's MSNet time over its TSM time.
 
 Usage (nothing is asserted; the table is printed at the end)::
 
@@ -20,7 +20,7 @@ import os
 import statistics
 import time
 
-from common import cpu_name, environment, print_table
+from common import cpu_name, environment, interleaved, median_ratio, print_table
 
 
 def parse_args(argv=None):
@@ -36,28 +36,24 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-
 def main(argv=None) -> None:
     args = parse_args(argv)
     import torch
 
-    from motionsqueeze import create_model
+    from motionsqueeze import create_model, list_models
 
+    started = time.perf_counter()
     torch.set_num_threads(args.threads)
     names = [f"{family}_{b}" for b in args.backbones.split(",") for family in ("tsm", "msnet")]
+    unknown = [n for n in names if n not in list_models()]
+    if unknown:
+        raise SystemExit(f"backbones.py: --backbones {args.backbones!r} names unregistered models {unknown}; "
+                         f"registered TSM models: {', '.join(list_models('tsm_*'))}")
     torch.manual_seed(0)
     models = {n: create_model(n, num_classes=args.classes, num_segments=args.frames).eval() for n in names}
     clip = torch.randn(1, args.frames, 3, args.size, args.size)
     with torch.no_grad():
-        for n in names:
-            for _ in range(args.warmup):
-                models[n](clip)
-        times = {n: [] for n in names}
-        for _ in range(args.rounds):
-            for n in names:
-                t0 = time.perf_counter()
-                models[n](clip)
-                times[n].append((time.perf_counter() - t0) * 1e3)
+        times = interleaved({n: (lambda m=models[n]: m(clip)) for n in names}, args.rounds, args.warmup)
     median = {n: statistics.median(t) for n, t in times.items()}
     print(f"\nsingle-clip inference, 1 clip of {args.frames}x{args.size}x{args.size}, fp32, eval, "
           f"{args.threads} torch threads, median of {args.rounds} interleaved rounds")
@@ -65,8 +61,9 @@ def main(argv=None) -> None:
     rows = []
     for b in args.backbones.split(","):
         tsm, ms = median[f"tsm_{b}"], median[f"msnet_{b}"]
-        rows.append([b, f"{tsm:.1f}", f"{ms:.1f}", f"{ms / tsm:.3f}"])
+        rows.append([b, f"{tsm:.1f}", f"{ms:.1f}", f"{median_ratio(times[f'msnet_{b}'], times[f'tsm_{b}']):.3f}"])
     print_table(["backbone", "TSM (ms)", "MSNet (ms)", "MSNet / TSM"], rows)
+    print(f"\n{time.perf_counter() - started:.0f} s in all (model building, warm-up and rounds)")
 
 
 if __name__ == "__main__":

@@ -22,4 +22,11 @@ def test_backbones_script_prints_its_table():
            "--rounds", "1", "--warmup", "0"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True).stdout
     assert "1 clip of 2x32x32, fp32" in out and "MSNet / TSM" in out
-    assert out.count("| tiny ") == 1
+    assert out.count("| tiny ") == 1 and " s in all" in out
+
+
+def test_backbones_script_names_an_unregistered_backbone():
+    cmd = [sys.executable, str(BENCH / "backbones.py"), "--backbones", "tiny,r19"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert "unregistered models ['tsm_r19', 'msnet_r19']" in run.stderr and "tsm_r18" in run.stderr

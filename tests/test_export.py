@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from motionsqueeze import create_model, save_model
+from motionsqueeze import create_model, list_models, save_model
 from motionsqueeze.cli import main
 from motionsqueeze.models.export import (
     example_clips,
@@ -14,7 +14,9 @@ from motionsqueeze.models.export import (
     onnx_max_abs_diff,
     program_max_abs_diff,
 )
+from motionsqueeze.models import model_config
 from official_reference import random_weights_
+from test_mobilenetv2 import MOBILENETS  # exported and compiled there, each by name
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -26,7 +28,10 @@ def _model(name, seed=0, **kwargs):
     return random_weights_(create_model(name, num_classes=5, num_segments=2, **kwargs), seed=seed)
 
 
-@pytest.mark.parametrize("name", ["tsm_r18", "msnet_r18"])
+DYNAMO_ONNX = ["tsm_r18", "msnet_r18"]
+
+
+@pytest.mark.parametrize("name", DYNAMO_ONNX)
 def test_onnx_export_matches_pytorch_in_onnxruntime(tmp_path, name):
     model = _model(name).train()  # export must switch to eval by itself ...
     path = tmp_path / f"{name}.onnx"
@@ -41,8 +46,14 @@ def test_onnx_export_matches_pytorch_in_onnxruntime(tmp_path, name):
     assert onnx_max_abs_diff(path, model, clips) <= 1e-4
 
 
-def test_torchscript_exporter_also_gives_correct_graphs(tmp_path):
-    model = _model("msnet_tiny", seed=1)
+# The small ResNet of each family, and the causal ones (the whole-clip graph; test_streaming.py
+# exports the frame step).
+TORCHSCRIPT_ONNX = ["msnet_tiny", "tsn_tiny", "tsm_tiny_causal", "msnet_tiny_causal"]
+
+
+@pytest.mark.parametrize("name", TORCHSCRIPT_ONNX)
+def test_torchscript_exporter_also_gives_correct_graphs(tmp_path, name):
+    model = _model(name, seed=1)
     path = tmp_path / "tiny.onnx"
     assert export_onnx(model, path, size=64, exporter="torchscript") == "torchscript"
     assert onnx_max_abs_diff(path, model, example_clips(model, size=64, batch=3, seed=3)) <= 1e-4
@@ -75,3 +86,31 @@ def test_cli_export_writes_onnx_with_metadata_and_checks_it(tmp_path, capsys):
     info = json.loads(props["motionsqueeze"])
     assert info["class_names"] == list("abcde") and info["preprocess"]["input_size"] == 64
     assert info["arch"] == "msnet_tiny"
+
+
+COMPILED = ["tsn_tiny", "tsm_tiny", "msnet_tiny", "tsm_tiny_causal", "msnet_tiny_causal"]
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_torch_compile_of_the_whole_model_has_no_graph_breaks(name):
+    torch._dynamo.reset()
+    model = create_model(name, num_classes=5, num_segments=2, backend="reference").eval()
+    clips = torch.randn(1, 2, 3, 64, 64)
+    compiled = torch.compile(model, fullgraph=True, backend="eager")  # fullgraph: a break is an error
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(clips), model(clips))
+
+
+def _kind(name):
+    # What changes the traced graph's operators; depth and width change only its size.
+    c = model_config(name)
+    return c.backbone, c.temporal_shift, bool(c.motion_stages), c.causal
+
+
+def test_every_registered_kind_of_model_is_exported_and_compiled():
+    # A model registered with a new backbone or switch fails here until a test above (or
+    # test_mobilenetv2.py, which takes every MobileNetV2 by name) exports and compiles one.
+    exported = {_kind(n) for n in DYNAMO_ONNX + TORCHSCRIPT_ONNX + MOBILENETS}
+    compiled = {_kind(n) for n in COMPILED + MOBILENETS}
+    assert [n for n in list_models() if _kind(n) not in exported] == [], "no ONNX test exports a model of their kind"
+    assert [n for n in list_models() if _kind(n) not in compiled] == [], "no torch.compile test compiles their kind"

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from motionsqueeze import create_model, list_models
 from motionsqueeze.layers import TemporalShift
-from motionsqueeze.models import WeightsFileError, load_official, measure_complexity
+from motionsqueeze.models import WeightsFileError, load_official, measure_complexity, model_config
 from motionsqueeze.models.mobilenetv2 import MobileNetV2
 from official_reference import ShiftedConv, official_checkpoint, random_weights_
 
@@ -504,13 +504,23 @@ def test_official_tsm_mobilenet_checkpoint_into_the_wrong_arch_is_explained():
 
 
 # --- export and compile ---------------------------------------------------------------
-# On the half-width variants: the full-width ones differ only in channel counts and the tsn
-# ones only in the absent shift, and every export or compile of a 150-layer graph costs
-# tens of seconds on a busy 2-core machine. The torchscript exporter is used for the same
-# reason (the dynamo one, `motionsqueeze export`'s default, takes minutes here on MobileNetV2).
+# Every registered MobileNetV2 model, found through the registry so that a new one (another
+# width, a causal variant) is exported and compiled without editing this file. 2 frames of
+# 32x32, the smallest input whose last stage (stride 32) is not empty: the cost of an export
+# or a compile is the tracing of a 150-layer graph, not the arithmetic. The torchscript
+# exporter because the dynamo one (`motionsqueeze export`'s default) takes minutes here on
+# MobileNetV2; test_export.py runs the dynamo exporter on ResNets.
+MOBILENETS = [n for n in list_models() if model_config(n).backbone == "mobilenet_v2"]
+SIZE = 32
 
 
-@pytest.mark.parametrize("name", ["tsm_mbv2_050", "msnet_mbv2_050"])
+def test_every_registered_mobilenet_is_exported_and_compiled():
+    # the widths, the three families, and nothing that is not a MobileNetV2
+    assert set(NEW) <= set(MOBILENETS)
+    assert all("mbv2" in n for n in MOBILENETS) and not any("mbv2" in n for n in set(list_models()) - set(MOBILENETS))
+
+
+@pytest.mark.parametrize("name", MOBILENETS)
 def test_onnx_export_matches_onnxruntime(tmp_path, name):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
@@ -519,18 +529,18 @@ def test_onnx_export_matches_onnxruntime(tmp_path, name):
     torch.manual_seed(0)
     model = random_weights_(create_model(name, num_classes=5, num_segments=2), seed=0)
     path = tmp_path / f"{name}.onnx"
-    assert export_onnx(model, path, size=64, exporter="torchscript") == "torchscript"
-    clips = example_clips(model, size=64, batch=3, seed=7)  # not the traced example
+    assert export_onnx(model, path, size=SIZE, exporter="torchscript") == "torchscript"
+    clips = example_clips(model, size=SIZE, batch=3, seed=7)  # not the traced example
     with torch.no_grad():
         assert model.eval()(clips).abs().max() > 0.1
     assert onnx_max_abs_diff(path, model, clips) <= 1e-4
 
 
-@pytest.mark.parametrize("name", ["tsm_mbv2_050", "msnet_mbv2_050"])
+@pytest.mark.parametrize("name", MOBILENETS)
 def test_torch_compile_has_no_graph_breaks(name):
     torch._dynamo.reset()
     model = create_model(name, num_classes=5, num_segments=2, backend="reference").eval()
-    clips = torch.randn(1, 2, 3, 64, 64)
+    clips = torch.randn(1, 2, 3, SIZE, SIZE)
     compiled = torch.compile(model, fullgraph=True, backend="eager")  # fullgraph: a break is an error
     with torch.no_grad():
         torch.testing.assert_close(compiled(clips), model(clips))

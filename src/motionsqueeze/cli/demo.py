@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 
 def add_parser(sub):
     p = sub.add_parser(
@@ -21,7 +23,17 @@ def add_parser(sub):
 
 def run(args) -> int:
     from ..demo import DEMO_MODELS, run_demo
+    from ..engine.preemption import PREEMPTED_EXIT_CODE, Preempted
+    from ..engine.run_lock import RunFolderBusyError
 
     models = tuple(m.strip() for m in args.models.split(",")) if args.models else DEMO_MODELS
-    run_demo(args.out, models, args.overrides)
+    try:
+        run_demo(args.out, models, args.overrides)
+    except Preempted as exc:
+        print(f"motionsqueeze demo: {exc}\n(the demo resumes by itself: run the same demo command again, "
+              f"finished runs in {args.out} are reused)", file=sys.stderr)
+        return PREEMPTED_EXIT_CODE
+    except RunFolderBusyError as exc:
+        print(f"motionsqueeze demo: error: {exc}", file=sys.stderr)
+        return 2
     return 0
