@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.card import card_of
+
 __all__ = ["LEVELS", "FORMATS", "feature_names", "video_features", "write_features", "extract_features",
            "ExtractionSummary"]
 
@@ -52,8 +54,8 @@ def video_features(model: nn.Module, views: torch.Tensor, level: str = "clip",
     from ..data.transforms import normalize_clip
 
     device = next(model.parameters()).device
-    pre = model.preprocess
-    x = normalize_clip(views.to(device), pre["mean"], pre["std"])
+    pre = card_of(model).preprocess
+    x = normalize_clip(views.to(device), pre.mean, pre.std)
     if level == "clip":
         feats = model.forward_head(model.forward_features(x), pre_logits=True)  # (V, C)
         return {"features": feats.mean(dim=0).float().cpu().numpy()}

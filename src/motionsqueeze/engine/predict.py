@@ -1,8 +1,11 @@
 """Classify one video or frame folder with a trained model (``motionsqueeze predict``).
 
 The clip is prepared as evaluation prepares it: T frames at the centres of T equal segments
-(or the centre dense clip for dense-sampled models), resized as the model's recipe resized
-(stored in the model file), centre-cropped to the input size and normalised.
+(or the centre dense clip for dense-sampled models), resized as the model's recipe resized,
+centre-cropped to the input size and normalised. All of it comes from the model card's
+preprocessing, through :meth:`~motionsqueeze.models.card.Preprocess.data_settings`, the
+translation ``eval`` applies to its data section too, and the sampler and transform are built
+by :func:`~motionsqueeze.data.datasets.eval_pipeline`, as ``eval``'s dataset builds them.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..models.card import card_of
+
 __all__ = ["model_sampler", "model_clip_indices", "eval_transform", "view_pipeline", "prepare_video", "top_classes",
            "view_logits", "predict_video"]
 
@@ -19,12 +24,10 @@ __all__ = ["model_sampler", "model_clip_indices", "eval_transform", "view_pipeli
 def model_sampler(model: nn.Module, count: int | None = None):
     """The :class:`ClipSampler` that samples clips as the model was (from the model file);
     ``count`` frames instead of the model's ``num_segments`` if given."""
-    from ..data.sampling import ClipSampler
-
-    pre = getattr(model, "preprocess", None) or {}
-    extra = getattr(model, "extra", None) or {}
-    return ClipSampler(count or pre.get("num_segments") or model.num_segments, extra.get("sampling", "segment"),
-                       extra.get("dense_stride"), extra.get("dense_window", 64))
+    settings = card_of(model).preprocess.data_settings()
+    if count:
+        settings["num_segments"] = count
+    return _pipeline(settings)[0]
 
 
 def model_clip_indices(model: nn.Module, num_frames: int, count: int | None = None) -> list[int]:
@@ -37,20 +40,20 @@ def model_clip_indices(model: nn.Module, num_frames: int, count: int | None = No
 def eval_transform(model: nn.Module, crops: int = 1):
     """The :class:`EvalTransform` (``crops``: 1 centre crop, or 3 along the longer side) that
     evaluation applies for ``model``."""
-    from ..data.transforms import EvalTransform
+    return view_pipeline(model, crops)[1]
 
-    pre = model.preprocess
-    extra = getattr(model, "extra", {}) or {}
-    size = pre["input_size"] if isinstance(pre["input_size"], int) else pre["input_size"][0]
-    # The recipe's resize (None: frames as decoded); files without it: shorter side 256/224 x input.
-    resize = extra["resize"] if "resize" in extra else round(size * 256 / 224)
-    resize = tuple(resize) if isinstance(resize, list) else resize
-    return EvalTransform(resize, size, crops)
+
+def _pipeline(settings: dict, crops: int = 1):
+    from types import SimpleNamespace
+
+    from ..data.datasets import eval_pipeline
+
+    return eval_pipeline(SimpleNamespace(**settings), settings["crop_size"], crops)
 
 
 def view_pipeline(model: nn.Module, crops: int = 1):
     """``(ClipSampler, EvalTransform)`` that take clips for ``model`` as its recipe did."""
-    return model_sampler(model), eval_transform(model, crops)
+    return _pipeline(card_of(model).preprocess.data_settings(), crops)
 
 
 def prepare_video(model: nn.Module, source: str | Path, *, template: str = "{:05d}.jpg", start_index: int = 1,
@@ -85,8 +88,8 @@ def view_logits(model, views: torch.Tensor, device: str | torch.device = "cpu") 
 
     if hasattr(model, "logits_from_frames"):
         return model.logits_from_frames(views).float()
-    pre = model.preprocess
-    return model(normalize_clip(views.to(device), pre["mean"], pre["std"])).float()
+    pre = card_of(model).preprocess
+    return model(normalize_clip(views.to(device), pre.mean, pre.std)).float()
 
 
 @torch.no_grad()
@@ -104,4 +107,4 @@ def predict_video(model: nn.Module, source: str | Path, *, topk: int = 5, templa
         model = model.to(device).eval()
     fused = fuse_views(view_logits(model, views, device)[None], fusion)[0].cpu()
     probs = fused.softmax(dim=0) if fusion == "logits" else fused
-    return top_classes(probs, getattr(model, "class_names", None), topk)
+    return top_classes(probs, card_of(model).class_names, topk)

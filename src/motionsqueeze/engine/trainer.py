@@ -43,6 +43,7 @@ from .checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore
 from .config import TrainConfig, config_to_dict
 from ..data.augment import BatchAugment
 from ..models.batchnorm import freeze_batchnorm
+from ..models.card import Preprocess, Provenance, card_of, unwrap_model as _unwrap
 from .accumulate import gradient_state, group_bounds, load_gradient_state, loss_share
 from .data import build_split, class_names_of, input_size_of, labels_of
 from .distributed import DistInfo, all_reduce_sum, cleanup_distributed, init_distributed
@@ -199,11 +200,6 @@ def _loader(dataset, sampler, batch_size, workers, seed, device, stop_signals=()
         # process has saved and shuts them down.
         worker_init_fn=functools.partial(ignore_stop_signals, stop_signals) if workers else None,
     )
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    model = getattr(model, "_orig_mod", model)
-    return getattr(model, "module", model)
 
 
 # --------------------------------------------------------------------------- resume
@@ -705,22 +701,11 @@ def _fit(cfg: TrainConfig, info: DistInfo, run: Path, resume, quiet, allow_chang
     return TrainResult(run_dir=run, model=_unwrap(model), class_names=class_names, history=history, best=best, train_seconds=total_seconds, is_main=info.is_main)
 
 
-def inference_settings(data_cfg) -> dict:
-    """How clips were sampled and resized, kept in model files so that ``predict`` and
-    ``visualize`` prepare a video as evaluation did."""
-    return {
-        "resize": getattr(data_cfg, "resize", None),
-        "sampling": getattr(data_cfg, "sampling", "segment"),
-        "dense_stride": getattr(data_cfg, "dense_stride", None),
-        "dense_window": getattr(data_cfg, "dense_window", 64),
-        # frame file names, so that predict reads the training data's frame folders unaided
-        "template": getattr(data_cfg, "template", None),
-        "start_index": getattr(data_cfg, "start_index", None),
-    }
-
-
 def _save_model_file(model, path, cfg, class_names, input_size, mean, std) -> None:
+    """The model with its card: the data section's preprocessing (which holds ``input_size``,
+    ``mean`` and ``std``) and the recipe it was trained with."""
     from ..models.weights import save_model
 
-    save_model(model, path, class_names=class_names, input_size=input_size, mean=mean, std=std,
-               extra={"recipe": cfg.source or "", **inference_settings(cfg.data)})
+    card = card_of(model).replace(class_names=class_names, preprocess=Preprocess.from_data(cfg.data),
+                                  provenance=Provenance("trained", recipe=cfg.source or None))
+    save_model(model, path, card=card)
