@@ -65,7 +65,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = read_checkpoint(path, map_location=map_location)
     except WeightsFileError as exc:
-        raise WeightsFileError(f"cannot read training checkpoint: {exc}; use an earlier checkpoint") from None
+        raise WeightsFileError(f"cannot read training checkpoint {path}: {exc}; use an earlier checkpoint") from None
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
         raise ValueError(f"{path} is not a motionsqueeze training checkpoint (no model/step entries)")
     return state
