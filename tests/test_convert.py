@@ -63,9 +63,12 @@ def test_authors_msnet_r18_converted_gives_the_same_logits(official_ms):
     _assert_same_logits(got, expected)
     # The comparison is sensitive to the MotionSqueeze path: another temperature differs.
     assert (_official_logits(official_ms, clips, temperature=1) - got).abs().max() > 1e-3
-    assert model.conversion.dropped == [f"base_model.bn2.{k}" for k in
-                                        ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
-    assert model.conversion.info == {"epoch": 40, "arch": "MS", "best_prec1": 45.5}
+    record = model.card.provenance.converted_from
+    assert model.card.provenance.source == "converted"
+    assert record["dropped"] == [f"base_model.bn2.{k}" for k in
+                                 ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
+    assert {k: record[k] for k in ("source", "epoch", "arch", "best_prec1")} == {
+        "source": "official-ms", "epoch": 40, "arch": "MS", "best_prec1": 45.5}
 
 
 def test_authors_checkpoint_without_dropout_uses_fc1():
@@ -166,9 +169,11 @@ def test_cli_convert_writes_a_model_file_that_reproduces_the_logits(official_ms,
     printed = capsys.readouterr().out
     assert "dropped 5 unused (base_model.bn2.*)" in printed and "wrote" in printed
     model = load_model(out).double()
-    assert model.arch == "msnet_r18" and model.class_names[6] == "class 6"
-    assert model.extra["converted_from"]["source"] == "official-ms"
-    assert model.extra["converted_from"]["epoch"] == 40
+    assert model.card.arch == "msnet_r18" and model.card.class_names[6] == "class 6"
+    assert model.card.provenance.converted_from["source"] == "official-ms"
+    assert model.card.provenance.converted_from["epoch"] == 40
+    assert model.card.provenance.converted_from["file"] == "ms_best.pth.tar"
+    assert model.card.preprocess.input_size == 224 and model.card.preprocess.resize == 256
     clips = _clips(1)
     with torch.no_grad():
         _assert_same_logits(model(clips), _official_logits(reference, clips))

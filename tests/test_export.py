@@ -69,6 +69,32 @@ def test_torch_export_program_matches_and_backends_are_restored():
     assert program_max_abs_diff(program, model, clips) <= 1e-5
 
 
+def test_use_backend_overrides_what_the_call_asks_for_and_nests(monkeypatch):
+    import sys
+
+    from motionsqueeze.ops import displacement, use_backend
+
+    module = sys.modules["motionsqueeze.ops.displacement"]
+    f1, f2 = torch.randn(1, 4, 5, 6, dtype=torch.float64), torch.randn(1, 4, 5, 6, dtype=torch.float64)
+    want = displacement(f1, f2, 3, backend="reference")
+    calls = []
+    fn, available = module._BACKENDS["reference"]
+    monkeypatch.setitem(module._BACKENDS, "reference", (lambda *a: calls.append(1) or fn(*a), available))
+    with use_backend("reference"):
+        # "triton" cannot run on CPU tensors here; inside the block the reference runs instead.
+        torch.testing.assert_close(displacement(f1, f2, 3, backend="triton"), want)
+        with use_backend("cpu"):
+            displacement(f1.float(), f2.float(), 3, backend="reference")
+            assert len(calls) == 1  # the inner block's cpu backend ran, not the reference asked for
+        displacement(f1, f2, 3, backend="cpu")
+        assert len(calls) == 2  # the outer block's reference again
+    displacement(f1.float(), f2.float(), 3, backend="cpu")
+    assert len(calls) == 2  # outside any block, the call's own backend
+    with pytest.raises(ValueError, match="unknown backend 'fast'"):
+        with use_backend("fast"):
+            pass
+
+
 def test_export_refuses_another_number_of_frames(tmp_path):
     with pytest.raises(ValueError, match="built for num_segments=2 frames per clip, not 8"):
         export_onnx(_model("tsm_tiny"), tmp_path / "x.onnx", frames=8, size=64)

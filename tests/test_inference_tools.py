@@ -140,7 +140,8 @@ def test_load_model_at_another_frame_count_equals_a_model_built_for_it(tmp_path)
 
     path, trained = _saved_model(tmp_path / "m.safetensors")
     model = load_model(path, test_segments=6)
-    assert model.num_segments == 6 and model.preprocess["num_segments"] == 6 and model.config.num_segments == 6
+    assert model.num_segments == 6 and model.card.preprocess.num_segments == 6 and model.config.num_segments == 6
+    assert model.card.config.num_segments == 6
     fresh = create_model("msnet_tiny", num_classes=trained.num_classes, num_segments=6, patch_size=5)
     fresh.load_state_dict(trained.state_dict())
     x = torch.randn(2, 6, 3, 32, 32)
@@ -202,7 +203,7 @@ def test_extract_clip_features_averaged_over_views_skipping_a_broken_input_and_r
     with torch.no_grad():
         from motionsqueeze.data.transforms import normalize_clip
 
-        x = normalize_clip(views, model.preprocess["mean"], model.preprocess["std"])
+        x = normalize_clip(views, model.card.preprocess.mean, model.card.preprocess.std)
         want = model.forward_head(model.forward_features(x), pre_logits=True).mean(0)
     np.testing.assert_allclose(feats, want.numpy(), rtol=1e-5, atol=1e-6)
     assert (out / "sub" / "b.npz").is_file()
@@ -241,8 +242,8 @@ def test_extract_frame_features_per_stage_with_motion_fields(tmp_path, videos):
     assert sorted(arrays) == ["motion_res3", "pre_logits", "res2", "res3", "res4", "res5"]
     assert arrays["res3"].shape == (4, 32, 4, 4) and arrays["pre_logits"].shape == (4, 128)
     model = load_model(path)
-    x = normalize_clip(prepare_video(model, tmp_path / "videos" / "a.mp4"), model.preprocess["mean"],
-                       model.preprocess["std"])
+    x = normalize_clip(prepare_video(model, tmp_path / "videos" / "a.mp4"), model.card.preprocess.mean,
+                       model.card.preprocess.std)
     with torch.no_grad():
         field = model.motion_fields(x)["res3"][0]
     assert arrays["motion_res3"].shape == (3, 3, 4, 4)
@@ -263,11 +264,11 @@ class MotionOracle(torch.nn.Module):
     def __init__(self, frames=4):
         super().__init__()
         from motionsqueeze.data.synthetic import SYNTHETIC_CLASSES
+        from motionsqueeze.models.card import ModelCard, Preprocess
 
         self.num_segments = frames
-        self.class_names = SYNTHETIC_CLASSES[:2]
-        self.preprocess = {"input_size": 64, "mean": [0.5] * 3, "std": [0.25] * 3, "num_segments": frames}
-        self.extra = {"resize": None}
+        self.card = ModelCard(class_names=SYNTHETIC_CLASSES[:2], preprocess=Preprocess(
+            input_size=64, resize=None, mean=[0.5] * 3, std=[0.25] * 3, num_segments=frames))
         self.anchor = torch.nn.Parameter(torch.zeros(()))  # a device to move to
 
     def forward(self, x):
@@ -342,7 +343,7 @@ def test_onnx_with_preprocessing_predicts_what_pytorch_predicts(tmp_path, capsys
     printed = capsys.readouterr().out
     assert "uint8 frames (N, 4, 32, 32, 3) -> logits (N, 8)" in printed and "(ok)" in printed
     runtime = OnnxRecognizer(onnx_file)
-    assert runtime.takes_frames and runtime.input.name == "frames" and runtime.class_names[0] == "moving right"
+    assert runtime.takes_frames and runtime.input.name == "frames" and runtime.card.class_names[0] == "moving right"
     video = encode_video(tmp_path / "v.mp4", synthetic_frames(12))
     assert main(["predict", str(path), video, "--json", "--topk", "8"]) == 0
     want = json.loads(capsys.readouterr().out)["predictions"]
@@ -365,7 +366,7 @@ def test_predict_fuses_views_like_eval(tmp_path, videos):
     top = predict_video(model, videos / "a.mp4", topk=8, clips=2, crops=3)
     views = prepare_video(model, videos / "a.mp4", clips=2, crops=3)
     with torch.no_grad():
-        logits = model(normalize_clip(views, model.preprocess["mean"], model.preprocess["std"]))
+        logits = model(normalize_clip(views, model.card.preprocess.mean, model.card.preprocess.std))
     want = logits.mean(0).softmax(0)
     assert len({round(float(p), 6) for p in logits.softmax(1)[:, 0]}) > 1  # the views differ
     for row in top:
@@ -392,3 +393,45 @@ def test_predict_a_folder_and_a_list_into_jsonl_and_csv_skipping_an_unreadable_i
     assert lines[0] == "input,rank,index,class,probability,error" and len(lines) == 5
     assert lines[1].split(",")[1:3] != ["", ""] and lines[4].split(",")[1:5] == ["", "", "", ""]
     assert main(["predict", str(path), str(videos / "a.mp4"), "--out", str(tmp_path / "p.txt")]) == 2
+
+
+# ---------------------------------------------------------------- one preprocessing for eval and predict
+
+def test_eval_and_predict_prepare_a_video_from_the_same_card_and_score_it_the_same(tmp_path, capsys):
+    """The recipe differs from the model in every clip setting; eval takes the model card's
+    (with a note each), as predict does, so the fused scores agree."""
+    import numpy as np
+
+    from video_factory import synthetic_frames, write_frame_folder
+
+    from motionsqueeze.engine.predict import predict_video
+    from motionsqueeze.models import create_model, load_model, save_model
+    from motionsqueeze.models.card import Preprocess
+
+    torch.manual_seed(0)
+    model = create_model("msnet_tiny", num_classes=3, num_segments=3, patch_size=5)
+    torch.nn.init.normal_(model.fc.weight)
+    pre = Preprocess(input_size=24, resize=[30, 36], mean=[0.4, 0.5, 0.6], std=[0.2, 0.3, 0.25], num_segments=3,
+                     sampling="dense", dense_stride=2, dense_window=8)
+    path = save_model(model, tmp_path / "m.safetensors", card=model.card.replace(class_names=list("abc"), preprocess=pre))
+    write_frame_folder(tmp_path / "v", synthetic_frames(15, 40, 52))
+    (tmp_path / "val.txt").write_text("v 15 1\n")
+    (tmp_path / "classes.txt").write_text("a\nb\nc\n")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(json.dumps({
+        "model": {"arch": "msnet_tiny", "patch_size": 5},
+        "data": {"root": str(tmp_path), "train_list": str(tmp_path / "val.txt"), "val_list": str(tmp_path / "val.txt"),
+                 "class_names": str(tmp_path / "classes.txt"), "num_segments": 3, "resize": 28, "crop_size": 20,
+                 "test_num_clips": 2, "test_num_crops": 3},
+        "train": {"device": "cpu", "progress": False, "workers": 0},
+    }))
+    assert main(["eval", str(recipe), "--checkpoint", str(path), "--out", str(tmp_path / "e")]) == 0
+    printed = capsys.readouterr().out
+    for note in ("data.resize: using the model's [30, 36]", "data.crop_size: using the model's 24",
+                 "data.sampling: using the model's dense", "data.mean: using the model's [0.4, 0.5, 0.6]"):
+        assert note in printed, printed
+    fused = torch.from_numpy(np.load(tmp_path / "e" / "scores.npz")["scores"][0]).softmax(0)
+    top = predict_video(load_model(path), tmp_path / "v", topk=3, clips=2, crops=3)
+    assert len({round(float(p), 3) for p in fused}) == 3  # distinct scores: the order means something
+    for row in top:
+        assert abs(row["probability"] - float(fused[row["index"]])) < 1e-5, (row, fused)

@@ -19,8 +19,7 @@ from motionsqueeze.data.errors import DataError
 from motionsqueeze.data.readers import FrameFolderReader, VideoReader
 from motionsqueeze.engine.checkpoint import load_checkpoint, save_checkpoint
 from motionsqueeze.engine.config import RANGES, ConfigError, OptimConfig, RunConfig, ScheduleConfig, EvalConfig, load_config
-from motionsqueeze.engine.evaluate import load_trained_model
-from motionsqueeze.models import weights
+from motionsqueeze.models.weights import load_trained_model, model_file
 from motionsqueeze.models.weights import WeightsFileError, load_checkpoint_file
 
 TINY_RECIPE = (
@@ -84,7 +83,7 @@ def test_model_files_whose_header_length_starts_with_0x80_load(tmp_path, tiny_mo
     assert _header_length(path) % 256 == 0x80
     loaded = load_model(path)  # the path of predict, eval and export
     assert torch.equal(loaded.state_dict()["fc.weight"], tiny_model.state_dict()["fc.weight"])
-    assert load_trained_model(path)[0].num_classes == 3
+    assert load_trained_model(path).num_classes == 3
 
 
 # ------------------------------------------------------------------ 2. checksums
@@ -200,18 +199,19 @@ def _rewrite_metadata(path, edit) -> None:
     (lambda i: i["config"].update(widths=[1 << 20, 1 << 21, 1 << 22, 1 << 23]), "do not match the stored configuration"),
     (lambda i: i["config"].update(num_segments=10 ** 6), "stored num_segments"),
     (lambda i: i["preprocess"].update(input_size=60000), "stored input_size"),
+    (lambda i: i["preprocess"].update(resize=[60000, 80000]), "stored resize"),
     (lambda i: i["preprocess"].update(std=[0, 1, 1]), "preprocess std"),
 ])
 def test_model_metadata_is_checked_against_the_file_before_allocation(tmp_path, tiny_model, monkeypatch, edit, message):
     path = save_model(tiny_model, tmp_path / "m.safetensors")
     _rewrite_metadata(path, edit)
-    real_build = weights.build_model
+    real_build = model_file.build_model
 
     def build_on_meta_only(config):
         assert torch.empty(0).device.type == "meta", "a model was allocated before the checks"
         return real_build(config)
 
-    monkeypatch.setattr(weights, "build_model", build_on_meta_only)
+    monkeypatch.setattr(model_file, "build_model", build_on_meta_only)
     with pytest.raises(WeightsFileError, match=message):
         load_model(path)
 

@@ -14,8 +14,10 @@ from motionsqueeze.models.weights import (
     load_checkpoint_file,
     load_pretrained_backbone,
     load_state_dict_file,
+    read_model_card,
     read_model_metadata,
 )
+from motionsqueeze.models.card import Preprocess, Provenance
 from official_reference import random_weights_
 
 
@@ -175,14 +177,77 @@ def test_saved_model_reloads_alone_with_identical_outputs(tmp_path):
     loaded = load_model(path)
     assert not loaded.training
     assert loaded.config == model.config
-    assert loaded.arch == "msnet_tiny" and loaded.class_names == names
-    assert loaded.preprocess == {"input_size": [112, 128], "mean": [0.485, 0.456, 0.406],
-                                 "std": [0.229, 0.224, 0.225], "num_segments": 3}
-    assert loaded.extra == {"top1": 12.5}
+    card = loaded.card
+    assert card.arch == "msnet_tiny" and card.class_names == tuple(names) and card.config == model.config
+    # Giving input_size sets the standard test resize, 256/224 of it (of the height).
+    assert card.preprocess == Preprocess(input_size=(112, 128), resize=128, num_segments=3)
+    assert card.preprocess.mean == (0.485, 0.456, 0.406) and card.preprocess.std == (0.229, 0.224, 0.225)
+    assert card.provenance.source == "created" and dict(card.extra) == {"top1": 12.5}
     clips = torch.randn(2, 3, 3, 48, 48)
     with torch.no_grad():
         assert torch.equal(loaded(clips), model(clips))
     assert read_model_metadata(path)["class_names"] == names
+    assert read_model_card(path) == card
+
+
+def test_unwrap_model_finds_the_recogniser_in_any_nesting_of_wrappers():
+    from motionsqueeze.engine.ema import ModelEMA
+    from motionsqueeze.models import unwrap_model
+
+    model = create_model("tsm_tiny", num_classes=2, num_segments=2)
+    assert unwrap_model(model) is model
+    assert unwrap_model(torch.nn.DataParallel(torch.compile(model))) is model
+    assert unwrap_model(torch.compile(torch.nn.DataParallel(model))) is model
+    ema = ModelEMA(model, 0.9)
+    assert unwrap_model(ema) is ema.module
+
+
+def test_the_saved_card_has_no_displacement_backend_and_loads_with_auto(tmp_path):
+    model = create_model("msnet_tiny", num_classes=2, num_segments=2, patch_size=5, backend="reference")
+    path = save_model(model, tmp_path / "m.safetensors")
+    assert "backend" not in read_model_metadata(path)["config"]
+    assert load_model(path).motion["res3"].backend == "auto"  # the machine's choice, not the file's
+
+
+def _legacy_file(path, state, info):
+    """A model file as format 1 wrote it (metadata built by hand, as that version did)."""
+    from motionsqueeze.files import tensor_digest
+
+    save_file(state, str(path), metadata={"format": "motionsqueeze.model", "format_version": "1",
+                                          "motionsqueeze": json.dumps(info), "sha256": tensor_digest(state)})
+    return path
+
+
+def test_model_files_of_format_1_still_load_with_their_metadata_on_the_card(tmp_path):
+    model = create_model("msnet_tiny", num_classes=2, num_segments=3, patch_size=5).eval()
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    config = {**model.config.to_dict(), "backend": "triton"}  # format 1 stored the backend
+    trained = _legacy_file(tmp_path / "trained.safetensors", state, {
+        "arch": "msnet_tiny", "config": config, "class_names": ["push", "pull"],
+        "preprocess": {"input_size": 96, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "num_segments": 3},
+        "extra": {"recipe": "sthv1_msnet_r50_8f", "resize": [110, 140], "sampling": "dense", "dense_stride": 2,
+                  "dense_window": 64, "template": "img_{:05d}.jpg", "start_index": 0, "top1": 40.5},
+        "library_version": "0.1.0"})
+    card = load_model(trained).card
+    assert card.arch == "msnet_tiny" and card.class_names == ("push", "pull")
+    assert card.preprocess == Preprocess(input_size=96, resize=(110, 140), mean=(0.5,) * 3, std=(0.25,) * 3,
+                                         num_segments=3, sampling="dense", dense_stride=2, dense_window=64,
+                                         template="img_{:05d}.jpg", start_index=0)
+    assert card.provenance == Provenance("trained", recipe="sthv1_msnet_r50_8f", library_version="0.1.0")
+    assert dict(card.extra) == {"top1": 40.5} and card.config == model.config
+    # A converted file of format 1: the provenance was in extra, resize absent (256/224 of 96).
+    converted = _legacy_file(tmp_path / "converted.safetensors", state, {
+        "arch": "msnet_tiny", "config": config, "class_names": None,
+        "preprocess": {"input_size": 96, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                       "num_segments": 3},
+        "extra": {"converted_from": {"source": "official-ms", "file": "ms.pth.tar", "epoch": 40}}})
+    card = load_model(converted).card
+    assert card.provenance.source == "converted" and card.provenance.converted_from["epoch"] == 40
+    assert card.preprocess.resize == 110 and card.preprocess.sampling == "segment" and not card.extra
+    # Saved again, the file is of the current format and keeps every field.
+    again = save_model(load_model(trained), tmp_path / "again.safetensors")
+    assert read_model_metadata(again)["provenance"]["recipe"] == "sthv1_msnet_r50_8f"
+    assert load_model(again).card.replace(provenance=None) == load_model(trained).card.replace(provenance=None)
 
 
 def test_load_model_explains_files_it_cannot_use(tmp_path):

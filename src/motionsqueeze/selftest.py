@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .models.card import card_of
+
 __all__ = ["Check", "SelfTestReport", "run_selftest", "TOLERANCES"]
 
 # (value tolerance, gradient tolerance relative to the gradient's largest magnitude) per
@@ -169,9 +171,6 @@ def run_selftest(device: str | torch.device = "cpu", dtype: torch.dtype = torch.
     torch.manual_seed(seed)
     report = SelfTestReport(str(device), str(dtype).replace("torch.", ""))
     report.checks += check_backends(device, dtype, seed)
-    size = 64
-    if model is not None and getattr(model, "preprocess", None):
-        s = model.preprocess["input_size"]
-        size = s if isinstance(s, int) else s[0]
+    size = 64 if model is None else card_of(model).preprocess.crop_size  # the model's input side
     report.checks += check_motion_path(model if model is not None else _probe_model(), device, dtype, size, seed)
     return report

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 
 def add_parser(sub):
     p = sub.add_parser(
@@ -29,42 +26,16 @@ def add_parser(sub):
     return p
 
 
-def read_class_names(path: str | Path) -> list[str]:
-    """Class names from a text file (one per line) or JSON (a list, or name -> index)."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from None
-        if isinstance(data, dict):
-            try:
-                order = sorted(data, key=lambda name: int(data[name]))
-            except (TypeError, ValueError):
-                raise ValueError(f"{path}: expected {{class name: index}}, found non-integer indices") from None
-            return order
-        if isinstance(data, list) and all(isinstance(n, str) for n in data):
-            return data
-        raise ValueError(f"{path}: expected a JSON list of names or a {{name: index}} object")
-    names = [line.strip() for line in text.splitlines()]
-    while names and not names[-1]:
-        names.pop()
-    for i, name in enumerate(names, 1):
-        if not name:
-            raise ValueError(f"{path}, line {i}: empty class name; remove the blank line")
-    return names
-
-
 def run(args) -> int:
-    from ..models.convert import convert_checkpoint
+    from ..data.annotations import load_class_names
+    from ..models.convert import convert_checkpoint, describe_conversion
 
-    class_names = read_class_names(args.class_names) if args.class_names else None
+    class_names = load_class_names(args.class_names) if args.class_names else None
     model = convert_checkpoint(
         args.input, args.output, args.source, arch=args.arch, num_segments=args.num_segments,
         class_names=class_names, input_size=args.input_size, overwrite=args.force,
     )
-    print(f"read     {args.input}: {model.conversion.summary()}")
+    print(f"read     {args.input}: {describe_conversion(model.card.provenance.converted_from)}")
     print(f"built    {args.arch} ({args.num_segments} frames, {model.num_classes} classes), "
           f"loaded strictly")
     print(f"wrote    {args.output}")

@@ -51,7 +51,7 @@ def run(args) -> int:
     if args.with_preprocessing and args.format != "onnx":
         raise ValueError("--with-preprocessing is for --format onnx")
     model = load_model(args.checkpoint)
-    size = args.size or model.preprocess.get("input_size", 224)
+    size = args.size or model.card.preprocess.input_size
     batch = 1 if args.static_batch else 2
     if args.format == "onnx":
         try:
@@ -92,7 +92,8 @@ def run(args) -> int:
         if clips.dtype == torch.uint8:
             from ..data.transforms import normalize_clip
 
-            clips = normalize_clip(clips.permute(0, 1, 4, 2, 3), model.preprocess["mean"], model.preprocess["std"])
+            pre = model.card.preprocess
+            clips = normalize_clip(clips.permute(0, 1, 4, 2, 3), pre.mean, pre.std)
         scale = max(1.0, float(model(clips).abs().max()))
     ok = diff <= 1e-4 * scale
     print(f"check    max |export - PyTorch| on a random clip: {diff:.2e} ({'ok' if ok else 'TOO LARGE'})")

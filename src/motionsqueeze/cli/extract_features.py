@@ -35,7 +35,7 @@ def add_parser(sub):
 
 def run(args) -> int:
     from ..engine.config import check_device
-    from ..engine.evaluate import load_trained_model
+    from ..models.weights import load_trained_model
     from ..engine.features import extract_features
     from ..engine.inputs import gather_inputs
 
@@ -43,7 +43,7 @@ def run(args) -> int:
     if args.clips < 1:
         raise ValueError(f"--clips must be at least 1, got {args.clips}")
     inputs = gather_inputs(args.inputs, args.list_file, template=args.template, start_index=args.start_index)
-    model, _ = load_trained_model(args.checkpoint, test_segments=args.test_segments)
+    model = load_trained_model(args.checkpoint, test_segments=args.test_segments)
     model.to(args.device)
     names = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
     s = extract_features(model, inputs, args.out, level=args.level, names=names, fmt=args.format, clips=args.clips,

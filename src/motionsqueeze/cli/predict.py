@@ -48,11 +48,10 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    import sys
-
     from ..engine.config import check_device
     from ..engine.inputs import gather_inputs
-    from ..engine.evaluate import load_trained_model
+    from ..models.card import card_of
+    from ..models.weights import load_trained_model
     from ..engine.predict import predict_video
 
     if args.topk < 1:
@@ -65,10 +64,10 @@ def run(args) -> int:
             raise ValueError("--onnx runs the exported graph as it is: --test-segments and --window need the model file")
         model = OnnxRecognizer(args.checkpoint)
     else:
-        model, _ = load_trained_model(args.checkpoint, test_segments=args.test_segments)
-    extra = getattr(model, "extra", None) or {}
-    args.template = args.template or extra.get("template") or "{:05d}.jpg"
-    args.start_index = args.start_index if args.start_index is not None else extra.get("start_index") or 1
+        model = load_trained_model(args.checkpoint, test_segments=args.test_segments)
+    pre = card_of(model).preprocess  # frame file names of the training data, if it had frame folders
+    args.template = args.template or pre.template or "{:05d}.jpg"
+    args.start_index = args.start_index if args.start_index is not None else pre.start_index or 1
     if args.window is not None:
         return _run_timeline(model, args)
     if args.annotate or args.timeline_out or args.stride is not None:

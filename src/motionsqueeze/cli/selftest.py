@@ -31,9 +31,9 @@ def run(args) -> int:
     check_device(args.device, "--device")
     model = None
     if args.checkpoint is not None:
-        from ..engine.evaluate import load_trained_model
+        from ..models.weights import load_trained_model
 
-        model, _ = load_trained_model(args.checkpoint)
+        model = load_trained_model(args.checkpoint)
     report = run_selftest(args.device, getattr(torch, args.dtype), model=model)
     if args.json:
         print(json.dumps(report.to_dict()))

@@ -153,7 +153,7 @@ def _prepare(frame, transform, pre):
     from ..data.transforms import normalize_clip
 
     clip = transform(torch.from_numpy(frame).unsqueeze(0))  # (1, 1, 3, S, S)
-    return normalize_clip(clip[0, 0], pre["mean"], pre["std"])
+    return normalize_clip(clip[0, 0], pre.mean, pre.std)
 
 
 def _annotate(frame, rows, latency_ms):
@@ -198,7 +198,7 @@ class _VideoWriter:
 def run(args) -> int:
     import torch
 
-    from ..engine.evaluate import load_trained_model
+    from ..models.weights import load_trained_model
     from ..engine.predict import eval_transform
     from ..models.streaming import StreamingRecognizer, check_causal
 
@@ -210,14 +210,14 @@ def run(args) -> int:
         raise ValueError(f"--rate must be 0 (as fast as possible) or positive, got {args.rate}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, _ = load_trained_model(args.checkpoint)
+    model = load_trained_model(args.checkpoint)
     try:
         check_causal(model)
     except ValueError as exc:
         raise ValueError(f"{args.checkpoint}: {exc}") from None
     streamer = StreamingRecognizer(model, args.window)
     transform = eval_transform(model)
-    names = getattr(model, "class_names", None) or [f"class {i}" for i in range(model.num_classes)]
+    names = model.card.class_names or [f"class {i}" for i in range(model.num_classes)]
 
     source = _Source(args.source, args.template, args.start_index)
     rate = source.rate if args.rate is None else args.rate
@@ -246,7 +246,7 @@ def run(args) -> int:
                 break
             index, t, frame, read_at = item
             begin = time.perf_counter()
-            probs = streamer.step(_prepare(frame, transform, model.preprocess)).softmax(dim=0)
+            probs = streamer.step(_prepare(frame, transform, model.card.preprocess)).softmax(dim=0)
             done = time.perf_counter()
             latency_ms, age_ms = (done - begin) * 1000, (done - read_at) * 1000
             latencies.append(latency_ms)

@@ -34,7 +34,7 @@ from .readers import ClipReader, FrameFolderReader, VideoReader
 from .sampling import ClipSampler
 from .transforms import EvalTransform, FlipPolicy, TrainTransform, direction_partners
 
-__all__ = ["VideoClipDataset", "build_dataset", "collate_clips", "summarize_skipped", "SPLITS"]
+__all__ = ["VideoClipDataset", "build_dataset", "eval_pipeline", "collate_clips", "summarize_skipped", "SPLITS"]
 
 SPLITS = ("train", "val", "test")
 
@@ -153,6 +153,15 @@ def _class_names(cfg: DataConfig) -> list[str] | None:
     return load_class_names(cfg.class_names) if cfg.class_names else None
 
 
+def eval_pipeline(cfg, crop_size: int, crops: int = 1) -> tuple[ClipSampler, EvalTransform]:
+    """``(sampler, evaluation transform)`` of a data section (``num_segments``, ``sampling``,
+    ``dense_stride``, ``dense_window``, ``resize``): how evaluation takes clips; ``predict``
+    builds its clips here too, from the model card's settings."""
+    sampler = ClipSampler(cfg.num_segments, cfg.sampling, cfg.dense_stride, cfg.dense_window)
+    resize = tuple(cfg.resize) if isinstance(cfg.resize, list) else cfg.resize
+    return sampler, EvalTransform(resize, crop_size, crops)
+
+
 def build_dataset(cfg: DataConfig, split: str) -> VideoClipDataset:
     """The dataset of ``split`` (``"train"``, ``"val"`` or ``"test"``) described by ``cfg``.
 
@@ -182,14 +191,12 @@ def build_dataset(cfg: DataConfig, split: str) -> VideoClipDataset:
         unlabelled = next((r for r in records if r.label < 0), None)
         if unlabelled is not None:
             raise DataError(f"{list_path}:{unlabelled.line}: a training list needs a label on every line")
-    sampler = ClipSampler(cfg.num_segments, cfg.sampling, cfg.dense_stride, cfg.dense_window)
-    resize = tuple(cfg.resize) if isinstance(cfg.resize, list) else cfg.resize
-    train_tf = TrainTransform(resize, cfg.crop_size, tuple(cfg.scales), cfg.max_distort,
-                              _flip_policy(cfg, names) if split == "train" else FlipPolicy("none"))
     if split == "test":
-        eval_tf = EvalTransform(resize, cfg.test_crop_size or cfg.crop_size, cfg.test_num_crops)
+        sampler, eval_tf = eval_pipeline(cfg, cfg.test_crop_size or cfg.crop_size, cfg.test_num_crops)
     else:
-        eval_tf = EvalTransform(resize, cfg.crop_size, 1)
+        sampler, eval_tf = eval_pipeline(cfg, cfg.crop_size, 1)
+    train_tf = TrainTransform(eval_tf.resize, cfg.crop_size, tuple(cfg.scales), cfg.max_distort,
+                              _flip_policy(cfg, names) if split == "train" else FlipPolicy("none"))
     return VideoClipDataset(
         records, root=cfg.root, split=split, format=cfg.format, sampler=sampler,
         train_transform=train_tf, eval_transform=eval_tf, num_clips=cfg.test_num_clips,

@@ -44,7 +44,7 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["SAMPLINGS", "segment_indices", "dense_indices", "ClipSampler", "model_sampler", "model_clip_indices"]
+__all__ = ["SAMPLINGS", "segment_indices", "dense_indices", "ClipSampler"]
 
 SAMPLINGS = ("segment", "dense")
 
@@ -147,19 +147,3 @@ class ClipSampler:
         if num_clips < 1:
             raise ValueError(f"num_clips must be >= 1, got {num_clips}")
         return [self.train(num_frames, generator) for _ in range(num_clips)]
-
-
-def model_sampler(model, count: int | None = None):
-    """The :class:`ClipSampler` that samples clips as the model was (from the model file);
-    ``count`` frames instead of the model's ``num_segments`` if given."""
-    pre = getattr(model, "preprocess", None) or {}
-    extra = getattr(model, "extra", None) or {}
-    return ClipSampler(count or pre.get("num_segments") or model.num_segments, extra.get("sampling", "segment"),
-                       extra.get("dense_stride"), extra.get("dense_window", 64))
-
-
-def model_clip_indices(model, num_frames: int, count: int | None = None) -> list[int]:
-    """Frame indices of the evaluation clip of a ``num_frames`` video, sampled as the model
-    was (segment centres, or the centre dense clip at its stride; from the model file).
-    ``count`` frames instead of the model's ``num_segments`` if given."""
-    return model_sampler(model, count).even(num_frames, 1)[0]

@@ -37,6 +37,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..typed_config import setting, validate
+from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "SYNTHETIC_CLASSES",
@@ -259,8 +260,8 @@ class SyntheticDataConfig:
     spin: tuple[float, float] = SyntheticMotionConfig.spin
     zoom: tuple[float, float] = SyntheticMotionConfig.zoom
     object_size: tuple[float, float] = SyntheticMotionConfig.object_size
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
     cache: bool = True
 
     def __post_init__(self):

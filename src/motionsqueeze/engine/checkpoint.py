@@ -3,7 +3,9 @@
 A training checkpoint holds everything needed to continue a run bit for bit: model,
 optimizer, schedule and gradient-scaler state, epoch and step, the RNG states, the best
 metric so far and the config. It is a ``torch.save`` file of tensors and plain Python
-data only, read back with ``weights_only=True``.
+data only, read back through the package's one safe reader
+(:func:`motionsqueeze.models.weights.read_checkpoint`: ``weights_only=True``, sizes checked
+before inflating, the checksum verified).
 
 Writes go to a temporary file in the same folder, are flushed to disk, and are renamed over
 the old file (``os.replace`` is atomic on POSIX and Windows), so a kill at any moment leaves
@@ -19,8 +21,7 @@ import numpy as np
 import torch
 
 from ..files import atomic_write
-from ..models.weights import (check_torch_archive, checked_digest, is_unsafe_pickle, load_error_reason,
-                              unsafe_file_error, with_digest)
+from ..models.weights import WeightsFileError, read_checkpoint, with_digest
 
 __all__ = ["atomic_write", "save_checkpoint", "load_checkpoint", "latest_checkpoint", "capture_rng", "restore_rng"]
 
@@ -59,23 +60,15 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Read a training checkpoint written by :func:`save_checkpoint`."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if path.stat().st_size == 0:
-        raise ValueError(f"checkpoint {path} is empty (0 bytes); use an earlier checkpoint")
-    check_torch_archive(path)  # sizes checked before anything is inflated
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises several types for torn or foreign files
-        if is_unsafe_pickle(exc):  # never repeat torch's hint to load with weights_only=False
-            raise unsafe_file_error(path, exc) from None
-        raise ValueError(
-            f"cannot read training checkpoint {path}: {load_error_reason(exc)}. "
-            "It is truncated, corrupt, or not a motionsqueeze training checkpoint."
-        ) from exc
+        state = read_checkpoint(path, map_location=map_location)
+    except WeightsFileError as exc:
+        raise WeightsFileError(f"cannot read training checkpoint {path}: {exc}; use an earlier checkpoint") from None
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
         raise ValueError(f"{path} is not a motionsqueeze training checkpoint (no model/step entries)")
-    return checked_digest(state, path)
+    return state
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:

@@ -7,7 +7,6 @@ here so that the loops below never look inside either.
 
 from __future__ import annotations
 
-import dataclasses
 
 from torch.utils.data import Dataset
 

@@ -12,20 +12,20 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 from torch import nn
 
 from ..data.progress import progress as progress_bar
-from .checkpoint import load_checkpoint
+from ..models.card import card_of
+from ..models.weights import load_trained_model
 from .data import build_split, class_names_of, is_synthetic, with_views
 from .data_order import ResumableSampler
 from .distributed import DistInfo, all_gather_cat, all_gather_objects, cleanup_distributed, init_distributed
 from .metrics import ClassificationReport, classification_report, fuse_views, write_report
-from .step import autocast_context, build_loader, inference_settings, prepare_clips
+from .step import autocast_context, build_loader, prepare_clips
 
-__all__ = ["Scores", "score_dataset", "run_evaluation"]
+__all__ = ["Scores", "score_dataset", "run_evaluation", "load_trained_model"]
 
 _log = logging.getLogger(__name__)
 
@@ -124,64 +124,14 @@ def run_evaluation(model, dataset, info: DistInfo, cfg, class_names, amp="none",
     return report_of(res, len(class_names), getattr(dataset, "source", None))
 
 
-def load_trained_model(path, map_location="cpu", test_segments: int | None = None) -> tuple[nn.Module, list[str] | None]:
-    """A model from a model file (``.safetensors``, see ``motionsqueeze.load_model``) or from
-    a training checkpoint (``.pt``, rebuilt from the config stored in it). Either way the
-    model carries ``class_names``, ``preprocess`` and ``extra`` as ``load_model`` sets them.
-    ``test_segments``: frames per clip to run at instead of the trained count."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if path.suffix != ".pt":
-        from ..models.weights import load_model
-
-        model = load_model(path, map_location=map_location, test_segments=test_segments)
-        return model, getattr(model, "class_names", None)
-    from ..models import create_model
-
-    state = load_checkpoint(path, map_location=map_location)
-    m = dict(state["config"]["model"])
-    arch = m.pop("arch")
-    m.pop("pretrained", None)
-    m.pop("init_from", None)
-    m.pop("freeze_bn", None)  # a training setting, not part of the architecture
-    names = state.get("class_names")
-    data = state["config"]["data"]
-    fc = state["model"].get("fc.weight")
-    if not names or (fc is not None and fc.shape[0] != len(names)):
-        raise ValueError(f"training checkpoint {path} has {len(names or [])} class names for a classifier of "
-                         f"{None if fc is None else fc.shape[0]} outputs: it was edited or damaged; use the run's "
-                         f"best.safetensors or final.safetensors")
-    model = create_model(arch, num_classes=len(names), num_segments=data["num_segments"], **m)
-    from ..models.weights import compare_keys
-
-    mismatch = compare_keys(model.state_dict(), state["model"])
-    if mismatch:
-        raise ValueError(f"training checkpoint {path} does not match the model its recipe describes "
-                         f"({mismatch.describe()}): it was edited or damaged")
-    model.load_state_dict(state["model"])
-    model.class_names = names
-    model.preprocess = {"input_size": data.get("crop_size", data.get("size")), "mean": data["mean"],
-                        "std": data["std"], "num_segments": data["num_segments"]}
-    model.extra = inference_settings(SimpleNamespace(**data))
-    if test_segments is not None:
-        model.set_num_segments(test_segments)
-    return model.eval(), names
-
-
-# Data fields a model file records (``preprocess`` and ``extra``, see ``inference_settings``).
+# Data fields a model card decides for evaluation (Preprocess.data_settings).
 MODEL_DATA_FIELDS = ("num_segments", "crop_size", "resize", "sampling", "dense_stride", "dense_window", "mean", "std")
 
 
 def model_data_settings(model) -> dict:
-    """The data settings ``model`` was trained with, as ``DataConfig`` fields (those known)."""
-    pre = getattr(model, "preprocess", None) or {}
-    extra = getattr(model, "extra", None) or {}
-    size = pre.get("input_size")
-    out = {"num_segments": pre.get("num_segments"), "crop_size": size if isinstance(size, int) or size is None else size[0],
-           "mean": pre.get("mean"), "std": pre.get("std")}
-    out.update({k: extra[k] for k in ("resize", "sampling", "dense_stride", "dense_window") if k in extra})
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items() if v is not None or k in extra}
+    """The data settings ``model`` was trained with, as ``DataConfig`` fields, from its card
+    (the same translation ``predict`` uses)."""
+    return card_of(model).preprocess.data_settings()
 
 
 def with_model_settings(data_cfg, model, keep=()) -> tuple:
@@ -231,7 +181,8 @@ def evaluate_checkpoint(cfg, checkpoint, split: str = "val", out_dir=None, clips
     finished = False
     try:
         class_names = class_names_of(cfg.data)
-        model, model_names = load_trained_model(checkpoint, test_segments=test_segments)
+        model = load_trained_model(checkpoint, test_segments=test_segments)
+        model_names = model.card.class_names
         if model_names is not None and list(model_names) != list(class_names):
             raise ValueError(
                 f"{checkpoint} was trained on {len(model_names)} classes that differ from the {len(class_names)} "

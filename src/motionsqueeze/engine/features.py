@@ -32,6 +32,7 @@ from torch import nn
 
 from ..data.transforms import normalize_clip
 from ..files import atomic_output, atomic_write
+from ..models.card import card_of
 from .predict import prepare_video
 
 __all__ = ["LEVELS", "FORMATS", "feature_names", "video_features", "write_features", "extract_features",
@@ -54,8 +55,8 @@ def video_features(model: nn.Module, views: torch.Tensor, level: str = "clip",
                    names: list[str] | None = None) -> dict[str, np.ndarray]:
     """Features of one video from its uint8 views ``(V, T, 3, S, S)`` (module docstring)."""
     device = next(model.parameters()).device
-    pre = model.preprocess
-    x = normalize_clip(views.to(device), pre["mean"], pre["std"])
+    pre = card_of(model).preprocess
+    x = normalize_clip(views.to(device), pre.mean, pre.std)
     if level == "clip":
         feats = model.forward_head(model.forward_features(x), pre_logits=True)  # (V, C)
         return {"features": feats.mean(dim=0).float().cpu().numpy()}

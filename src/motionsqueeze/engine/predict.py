@@ -1,8 +1,11 @@
 """Classify one video or frame folder with a trained model (``motionsqueeze predict``).
 
 The clip is prepared as evaluation prepares it: T frames at the centres of T equal segments
-(or the centre dense clip for dense-sampled models), resized as the model's recipe resized
-(stored in the model file), centre-cropped to the input size and normalised.
+(or the centre dense clip for dense-sampled models), resized as the model's recipe resized,
+centre-cropped to the input size and normalised. All of it comes from the model card's
+preprocessing, through :meth:`~motionsqueeze.models.card.Preprocess.data_settings`, the
+translation ``eval`` applies to its data section too, and the sampler and transform are built
+by :func:`~motionsqueeze.data.datasets.eval_pipeline`, as ``eval``'s dataset builds them.
 """
 
 from __future__ import annotations
@@ -13,29 +16,12 @@ import torch
 from torch import nn
 
 from ..data import open_clip_source
-from ..data.sampling import model_clip_indices, model_sampler
-from ..data.transforms import EvalTransform, normalize_clip
+from ..data.transforms import normalize_clip
+from ..models.card import card_of, eval_transform, model_clip_indices, model_sampler, view_pipeline
 from .metrics import fuse_views
 
 __all__ = ["model_sampler", "model_clip_indices", "eval_transform", "view_pipeline", "prepare_video", "top_classes",
            "view_logits", "predict_video"]
-
-
-def eval_transform(model: nn.Module, crops: int = 1):
-    """The :class:`EvalTransform` (``crops``: 1 centre crop, or 3 along the longer side) that
-    evaluation applies for ``model``."""
-    pre = model.preprocess
-    extra = getattr(model, "extra", {}) or {}
-    size = pre["input_size"] if isinstance(pre["input_size"], int) else pre["input_size"][0]
-    # The recipe's resize (None: frames as decoded); files without it: shorter side 256/224 x input.
-    resize = extra["resize"] if "resize" in extra else round(size * 256 / 224)
-    resize = tuple(resize) if isinstance(resize, list) else resize
-    return EvalTransform(resize, size, crops)
-
-
-def view_pipeline(model: nn.Module, crops: int = 1):
-    """``(ClipSampler, EvalTransform)`` that take clips for ``model`` as its recipe did."""
-    return model_sampler(model), eval_transform(model, crops)
 
 
 def prepare_video(model: nn.Module, source: str | Path, *, template: str = "{:05d}.jpg", start_index: int = 1,
@@ -66,8 +52,8 @@ def view_logits(model, views: torch.Tensor, device: str | torch.device = "cpu") 
     preprocessing, :class:`motionsqueeze.models.export.OnnxRecognizer`)."""
     if hasattr(model, "logits_from_frames"):
         return model.logits_from_frames(views).float()
-    pre = model.preprocess
-    return model(normalize_clip(views.to(device), pre["mean"], pre["std"])).float()
+    pre = card_of(model).preprocess
+    return model(normalize_clip(views.to(device), pre.mean, pre.std)).float()
 
 
 @torch.no_grad()
@@ -83,4 +69,4 @@ def predict_video(model: nn.Module, source: str | Path, *, topk: int = 5, templa
         model = model.to(device).eval()
     fused = fuse_views(view_logits(model, views, device)[None], fusion)[0].cpu()
     probs = fused.softmax(dim=0) if fusion == "logits" else fused
-    return top_classes(probs, getattr(model, "class_names", None), topk)
+    return top_classes(probs, card_of(model).class_names, topk)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 
 __all__ = ["Preempted", "PREEMPTED_EXIT_CODE", "StopSignals", "stop_requested", "request_stop",
            "ignore_stop_signals"]

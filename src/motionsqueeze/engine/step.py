@@ -20,7 +20,7 @@ from ..data.transforms import normalize_clip
 from .data_order import SeededDataset
 from .preemption import ignore_stop_signals
 
-__all__ = ["autocast_context", "prepare_clips", "build_loader", "inference_settings"]
+__all__ = ["autocast_context", "prepare_clips", "build_loader"]
 
 
 def autocast_context(amp: str, device: torch.device):
@@ -68,17 +68,3 @@ def build_loader(dataset, sampler, batch_size: int, workers: int, device: torch.
         generator=None if generator_seed is None else torch.Generator().manual_seed(generator_seed),
         worker_init_fn=functools.partial(ignore_stop_signals, tuple(stop_signals)) if workers and stop_signals else None,
     )
-
-
-def inference_settings(data_cfg) -> dict:
-    """How clips were sampled and resized, kept in model files so that ``predict`` and
-    ``visualize`` prepare a video as evaluation did."""
-    return {
-        "resize": getattr(data_cfg, "resize", None),
-        "sampling": getattr(data_cfg, "sampling", "segment"),
-        "dense_stride": getattr(data_cfg, "dense_stride", None),
-        "dense_window": getattr(data_cfg, "dense_window", 64),
-        # frame file names, so that predict reads the training data's frame folders unaided
-        "template": getattr(data_cfg, "template", None),
-        "start_index": getattr(data_cfg, "start_index", None),
-    }

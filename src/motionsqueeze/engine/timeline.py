@@ -24,6 +24,7 @@ from torch import nn
 from ..data import open_clip_source
 from ..data.transforms import normalize_clip
 from ..files import atomic_output, atomic_write
+from ..models.card import card_of
 from .predict import top_classes, view_pipeline
 
 __all__ = ["Window", "Timeline", "window_starts", "frames_of", "predict_timeline", "write_timeline",
@@ -111,9 +112,9 @@ def predict_timeline(model: nn.Module, source: str | Path, *, window: float, str
     """Top classes of every window of ``source`` (see the module docstring)."""
 
     sampler, transform = view_pipeline(model)
-    pre = model.preprocess
+    card = card_of(model)
+    pre, names = card.preprocess, card.class_names
     model = model.to(device).eval()
-    names = getattr(model, "class_names", None)
     with open_clip_source(source, template=template, start_index=start_index) as reader:
         n, fps = reader.num_frames, reader.fps
         if n < 1:
@@ -128,7 +129,7 @@ def predict_timeline(model: nn.Module, source: str | Path, *, window: float, str
                 length = min(w, n - start)
                 indices = [start + i for i in sampler.even(length, 1)[0]]
                 clips.append(transform(reader.read(indices)))  # (1, T, 3, S, S)
-            x = normalize_clip(torch.cat(clips).to(device), pre["mean"], pre["std"])
+            x = normalize_clip(torch.cat(clips).to(device), pre.mean, pre.std)
             probs = model(x).float().softmax(dim=1).cpu()
             for start, p in zip(chunk, probs):
                 end = min(start + w, n)

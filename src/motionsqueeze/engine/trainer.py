@@ -47,6 +47,7 @@ from ..data.augment import BatchAugment
 from ..data.progress import format_eta
 from ..models import create_model
 from ..models.batchnorm import freeze_batchnorm
+from ..models.card import Preprocess, Provenance, card_of, unwrap_model as _unwrap
 from ..models.weights import compare_keys
 from ..models.weights import load_finetune_weights
 from ..models.weights import save_model
@@ -64,7 +65,7 @@ from .optim import LRSchedule, build_optimizer, scaled_lr
 from .preemption import Preempted, StopSignals, stop_requested
 from .resume import check_resume_config, log_allowed_changes, remove_stale_temp_files, rewind_metrics
 from .run_lock import RunFolderBusyError, RunLock
-from .step import autocast_context, build_loader, inference_settings, prepare_clips
+from .step import autocast_context, build_loader, prepare_clips
 
 __all__ = ["fit", "TrainResult", "NonFiniteLossError", "build_model_from_config"]
 
@@ -169,9 +170,6 @@ class _Logger:
                 self.tb.close()
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    model = getattr(model, "_orig_mod", model)
-    return getattr(model, "module", model)
 
 
 # --------------------------------------------------------------------------- resume
@@ -714,5 +712,8 @@ def _fit(cfg: TrainConfig, info: DistInfo, run: Path, resume, quiet, allow_chang
 
 
 def _save_model_file(model, path, cfg, class_names, input_size, mean, std) -> None:
-    save_model(model, path, class_names=class_names, input_size=input_size, mean=mean, std=std,
-               extra={"recipe": cfg.source or "", **inference_settings(cfg.data)})
+    """The model with its card: the data section's preprocessing (which holds ``input_size``,
+    ``mean`` and ``std``) and the recipe it was trained with."""
+    card = card_of(model).replace(class_names=class_names, preprocess=Preprocess.from_data(cfg.data),
+                                  provenance=Provenance("trained", recipe=cfg.source or None))
+    save_model(model, path, card=card)

@@ -48,18 +48,12 @@ from typing import Any, Mapping, Sequence
 
 from torch import Tensor
 
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from .card import Provenance
 from .recognizer import VideoRecognizer
-from .weights import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    compare_keys,
-    describe_resnet,
-    load_checkpoint_file,
-    save_model,
-    strip_prefix,
-)
+from .weights import compare_keys, describe_resnet, read_checkpoint, save_model, strip_prefix
 
-__all__ = ["SOURCES", "Conversion", "convert_state_dict", "load_official", "convert_checkpoint"]
+__all__ = ["SOURCES", "Conversion", "convert_state_dict", "load_official", "convert_checkpoint", "describe_conversion"]
 
 SOURCES = ("official-ms", "official-tsm")
 
@@ -106,12 +100,34 @@ class Conversion:
     def has_motion(self) -> bool:
         return any(k.startswith("motion.") for k in self.state_dict)
 
-    def summary(self) -> str:
-        about = ", ".join(f"{k} {v}" for k, v in self.info.items())
-        text = f"{self.source} checkpoint{f' ({about})' if about else ''}: {len(self.state_dict)} tensors"
+    def provenance(self, file: str | None = None) -> dict[str, Any]:
+        """What the model card records (``Provenance.converted_from``): the layout
+        (``source``), the checkpoint's ``file`` name, its ``epoch`` / ``arch`` /
+        ``best_prec1``, the number of ``tensors`` loaded and the ``dropped`` keys."""
+        out = {"source": self.source, "file": file, **self.info, "tensors": len(self.state_dict)}
         if self.dropped:
-            text += f"; dropped {len(self.dropped)} unused ({', '.join(sorted({_stem(k) for k in self.dropped}))})"
-        return text
+            out["dropped"] = list(self.dropped)
+        return out
+
+    def summary(self) -> str:
+        return describe_conversion(self.provenance())
+
+
+_NOT_ABOUT = ("source", "file", "tensors", "dropped")
+
+
+def describe_conversion(converted_from: Mapping[str, Any]) -> str:
+    """One line about a conversion from its record, e.g. ``official-ms checkpoint (epoch 40,
+    arch MS, best_prec1 45.5): 176 tensors; dropped 5 unused (base_model.bn2.*)``."""
+    c = converted_from
+    about = ", ".join(f"{k} {v}" for k, v in c.items() if k not in _NOT_ABOUT)
+    text = f"{c.get('source')} checkpoint{f' ({about})' if about else ''}"
+    if c.get("tensors") is not None:
+        text += f": {c['tensors']} tensors"
+    dropped = c.get("dropped") or []
+    if dropped:
+        text += f"; dropped {len(dropped)} unused ({', '.join(sorted({_stem(k) for k in dropped}))})"
+    return text
 
 
 def _tsm_mobilenet_key(rest: str) -> str | None:
@@ -126,7 +142,8 @@ def _tsm_mobilenet_key(rest: str) -> str | None:
 
 
 def _stem(key: str) -> str:
-    return key.rsplit(".", 1)[0] + ".*"
+    """``base_model.bn2.weight`` -> ``base_model.bn2.*`` (a stem stays as it is)."""
+    return key if key.endswith(".*") else key.rsplit(".", 1)[0] + ".*"
 
 
 def _plain(value: Any) -> Any:
@@ -232,13 +249,15 @@ def load_official(
         **overrides: further :class:`ModelConfig` fields.
 
     Returns:
-        The model in eval mode, with ``model.conversion`` (a :class:`Conversion`).
+        The model in eval mode; its card records the conversion
+        (``model.card.provenance.converted_from``, see :meth:`Conversion.provenance`).
     """
     from .registry import create_model
 
     where = str(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else "the checkpoint"
+    file = Path(checkpoint).name if isinstance(checkpoint, (str, os.PathLike)) else None
     if isinstance(checkpoint, (str, os.PathLike)):
-        checkpoint = load_checkpoint_file(checkpoint)
+        checkpoint = read_checkpoint(checkpoint)
     if not isinstance(checkpoint, Mapping):
         raise ValueError(f"{where} holds a {type(checkpoint).__name__}, not a checkpoint dict")
     conv = convert_state_dict(checkpoint, source)
@@ -257,7 +276,7 @@ def load_official(
             f"{where} does not fit {arch}{_arch_hint(conv, model, arch)}. {mismatch.describe()}."
         )
     model.load_state_dict(conv.state_dict, strict=False)  # only num_batches_tracked may be absent
-    model.conversion = conv
+    model.card = model.card.replace(provenance=Provenance("converted", converted_from=conv.provenance(file)))
     return model.eval()
 
 
@@ -286,10 +305,5 @@ def convert_checkpoint(
     if dst.exists() and dst.resolve() == src.resolve():
         raise ValueError(f"the output {dst} is the input checkpoint; write to another file")
     model = load_official(src, source, arch=arch, num_segments=num_segments, **overrides)
-    conv: Conversion = model.conversion
-    provenance = {"source": source, "file": src.name, **conv.info}
-    if conv.dropped:
-        provenance["dropped"] = sorted({_stem(k) for k in conv.dropped})
-    save_model(model, dst, class_names=class_names, input_size=input_size, mean=mean, std=std,
-               extra={"converted_from": provenance})
+    save_model(model, dst, class_names=class_names, input_size=input_size, mean=mean, std=std)
     return model

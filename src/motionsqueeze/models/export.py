@@ -1,9 +1,9 @@
 """Export a recogniser to ONNX or to a ``torch.export`` program.
 
 Export runs the model in eval mode, without autograd, and through the PyTorch reference of
-the displacement (``backend="reference"`` on every MotionSqueeze module, restored
-afterwards): a fused GPU kernel is opaque to exporters, and without autograd
-``local_correlation`` is plain tensor code (matrix products, pads, reshapes).
+the displacement (:func:`motionsqueeze.ops.use_backend`, which overrides what the modules
+were built with and leaves them untouched): a fused GPU kernel is opaque to exporters, and
+without autograd ``local_correlation`` is plain tensor code (matrix products, pads, reshapes).
 
 The temporal shift is a known trap: the official TSM code writes the shift as slice
 assignments into a zero tensor, which tracing exporters froze into constants, so its
@@ -32,10 +32,11 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..layers import MotionSqueeze
-from .recognizer import VideoRecognizer
 from ..files import atomic_output
-from .weights import _first_line
+from ..ops import use_backend
+from .card import ModelCard, card_of
+from .recognizer import VideoRecognizer
+from .weights.safe_load import first_line as _first_line
 
 __all__ = [
     "WithPreprocessing",
@@ -60,18 +61,14 @@ OPSETS = {"dynamo": (18, 23), "torchscript": (7, 20)}
 
 @contextlib.contextmanager
 def export_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode, reference displacement backend, no autograd; all restored on exit."""
+    """Eval mode, the reference displacement backend, no autograd; the modes are restored
+    on exit."""
     modes = [(m, m.training) for m in model.modules()]
-    backends = [(m, m.backend) for m in model.modules() if isinstance(m, MotionSqueeze)]
     try:
         model.eval()
-        for m, _ in backends:
-            m.backend = "reference"
-        with torch.no_grad():
+        with use_backend("reference"), torch.no_grad():
             yield model
     finally:
-        for m, backend in backends:
-            m.backend = backend
         for m, training in modes:
             m.training = training
 
@@ -193,15 +190,8 @@ _EXPORT_FNS = {"dynamo": _export_dynamo, "torchscript": _export_torchscript}
 
 
 def _model_info(model: nn.Module, exporter: str) -> dict:
-    config = getattr(model, "config", None)
-    return {
-        "arch": getattr(model, "arch", None),
-        "config": config.to_dict() if config is not None else None,
-        "class_names": getattr(model, "class_names", None),
-        "preprocess": getattr(model, "preprocess", None),
-        "extra": getattr(model, "extra", None),
-        "exporter": exporter,
-    }
+    """The model card (with the current config) and the exporter used."""
+    return {**card_of(model).to_dict(), "exporter": exporter}
 
 
 def _finish_onnx(path: Path, info: dict, opset: int) -> None:
@@ -249,12 +239,12 @@ def export_onnx(
             TorchScript exporter if that fails.
         log: receives one line per fallback.
         preprocessing: take uint8 ``frames`` ``(N, T, H, W, 3)`` and normalise them in the
-            graph with ``model.preprocess`` mean and std (see the module docstring).
+            graph with the mean and std of ``model.card.preprocess`` (see the module docstring).
 
     Returns:
         The exporter that produced the file (``"dynamo"`` or ``"torchscript"``). The file's
-        metadata entry ``motionsqueeze`` holds JSON with arch, config, class names and
-        preprocessing when the model carries them (models from ``load_model`` do).
+        metadata entry ``motionsqueeze`` holds the model card as JSON (as the model file
+        stores it) and the exporter.
     """
     if exporter not in EXPORTERS:
         raise ValueError(f"unknown exporter {exporter!r}; expected one of {list(EXPORTERS)}")
@@ -268,10 +258,8 @@ def export_onnx(
     net = model
     info_extra = {}
     if preprocessing:
-        pre = getattr(model, "preprocess", None) or {}
-        if "mean" not in pre or "std" not in pre:
-            raise ValueError("preprocessing=True needs the model's mean and std: load it with load_model")
-        net = WithPreprocessing(model, pre["mean"], pre["std"]).to(clips.device)
+        pre = card_of(model).preprocess
+        net = WithPreprocessing(model, pre.mean, pre.std).to(clips.device)
         gen = torch.Generator().manual_seed(0)
         clips = torch.randint(0, 256, (clips.shape[0], clips.shape[1], *clips.shape[3:], 3), generator=gen,
                               dtype=torch.uint8).to(clips.device)
@@ -319,17 +307,17 @@ def onnx_max_abs_diff(path: str | os.PathLike, model: nn.Module, clips: Tensor) 
     if onnx_model.takes_frames:
         from ..data.transforms import normalize_clip
 
-        pre = model.preprocess
+        pre = card_of(model).preprocess
         with export_mode(model):
-            expected = model(normalize_clip(clips.permute(0, 1, 4, 2, 3), pre["mean"], pre["std"]))
+            expected = model(normalize_clip(clips.permute(0, 1, 4, 2, 3), pre.mean, pre.std))
         return float((onnx_model.run(clips) - expected).abs().max())
     return _max_abs_diff(onnx_model.run, model, clips)
 
 
 class OnnxRecognizer:
-    """An exported model run by ONNX Runtime, with what ``predict`` needs of a model:
-    ``class_names``, ``preprocess``, ``extra``, ``num_segments`` (from the file's metadata) and
-    :meth:`logits_from_frames`."""
+    """An exported model run by ONNX Runtime, with what ``predict`` needs of a model: its
+    ``card`` and ``num_segments`` (from the file's metadata; ``card`` is ``None`` for a file
+    without it) and :meth:`logits_from_frames`."""
 
     def __init__(self, path: str | os.PathLike, providers: Sequence[str] = ("CPUExecutionProvider",)):
         import onnxruntime as ort
@@ -343,13 +331,17 @@ class OnnxRecognizer:
             raise ValueError(f"{path} is not a readable ONNX model ({_first_line(exc)}); export it again "
                              f"with motionsqueeze export") from None
         meta = self.session.get_modelmeta().custom_metadata_map.get("motionsqueeze")
-        info = json.loads(meta) if meta else {}
         self.input = self.session.get_inputs()[0]
         self.takes_frames = self.input.name == "frames"
-        self.class_names = info.get("class_names")
-        self.preprocess = info.get("preprocess")
-        self.extra = info.get("extra") or {}
-        self.num_segments = (self.preprocess or {}).get("num_segments") or self.input.shape[1]
+        self.card: ModelCard | None = None
+        if meta:
+            try:
+                info = json.loads(meta)
+                self.card = ModelCard.from_dict({k: v for k, v in info.items() if k not in ("exporter", "input")})
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise ValueError(f"{path}: its motionsqueeze metadata is not usable ({_first_line(exc)}); export "
+                                 f"it again with motionsqueeze export") from None
+        self.num_segments = self.card.preprocess.num_segments if self.card is not None else self.input.shape[1]
 
     def run(self, x: Tensor) -> Tensor:
         """Logits ``(N, classes)`` of the graph's input (float clips or uint8 frames)."""
@@ -359,11 +351,11 @@ class OnnxRecognizer:
         """Logits of uint8 views ``(V, T, 3, S, S)`` as ``predict`` prepares them."""
         if self.takes_frames:
             return self.run(views.permute(0, 1, 3, 4, 2).contiguous())
-        if not self.preprocess:
+        if self.card is None:
             raise ValueError(f"{self.path} holds no preprocessing metadata; export it with motionsqueeze export")
         from ..data.transforms import normalize_clip
 
-        return self.run(normalize_clip(views, self.preprocess["mean"], self.preprocess["std"]))
+        return self.run(normalize_clip(views, self.card.preprocess.mean, self.card.preprocess.std))
 
 
 def program_max_abs_diff(program: torch.export.ExportedProgram, model: nn.Module, clips: Tensor) -> float:

@@ -138,6 +138,9 @@ class VideoRecognizer(nn.Module):
 
     # save_model / load_model can rebuild it from its config alone.
     rebuildable = True
+    # The model card (motionsqueeze.models.card.ModelCard): set by create_model, load_model
+    # and training; None for a model built from a config alone.
+    card = None
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -269,9 +272,8 @@ class VideoRecognizer(nn.Module):
         """Run at another frame count T than the model was built with (TSM's ``test_segments``).
 
         No weight depends on T: the temporal shift and MotionSqueeze only regroup the frames,
-        and the classifier averages over them. Updates the config and, when the model carries
-        the ``preprocess`` of a model file, its ``num_segments``, so that clips are sampled
-        with T frames. Returns the model.
+        and the classifier averages over them. Updates the config and the model card, so
+        that clips are sampled with T frames. Returns the model.
         """
         config = self.config.replace(num_segments=num_segments)  # checks T >= 1
         if self.motion and num_segments < 2:
@@ -282,8 +284,8 @@ class VideoRecognizer(nn.Module):
                 module.num_segments = num_segments
         self.num_segments = num_segments
         self.config = config
-        if isinstance(getattr(self, "preprocess", None), dict):
-            self.preprocess = {**self.preprocess, "num_segments": num_segments}
+        if self.card is not None:
+            self.card = self.card.with_num_segments(num_segments)
         return self
 
     def reset_classifier(self, num_classes: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import os
 
+from .card import ModelCard
 from .recognizer import ModelConfig, VideoRecognizer, build_model
 
 __all__ = ["register_model", "create_model", "list_models", "model_config"]
@@ -76,14 +77,16 @@ def create_model(
     ``motion_stages=("res2", "res3")``, ...); an unknown keyword is a ``ValueError``.
     ``pretrained`` is a local ImageNet ResNet file in torchvision's layout (``.pth`` or
     ``.safetensors``) loaded into the backbone by
-    :func:`~motionsqueeze.models.weights.load_pretrained_backbone`, which prints what was
-    loaded; no weights are ever downloaded.
+    :func:`~motionsqueeze.models.weights.load_backbone_weights`, which prints what was
+    loaded; no weights are ever downloaded. The model carries a
+    :class:`~motionsqueeze.models.card.ModelCard` (``model.card``: the name, the config and
+    default preprocessing).
     """
     config = model_config(name, num_classes=num_classes, num_segments=num_segments, **overrides)
     model = build_model(config)
-    model.arch = name
+    model.card = ModelCard.for_config(config, arch=name)
     if pretrained is not None:
-        from .weights import load_pretrained_backbone
+        from .weights import load_backbone_weights
 
-        load_pretrained_backbone(model, pretrained)
+        load_backbone_weights(model, pretrained)
     return model

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from ..files import atomic_output
 from ..layers import CausalTemporalShift, MotionSqueeze, TemporalShift
 from ..layers.causal_shift import _StepIO
+from .card import card_of
 
 __all__ = [
     "StreamState",
@@ -97,7 +98,7 @@ def check_causal(model: nn.Module) -> None:
               if (isinstance(m, TemporalShift) and not isinstance(m, CausalTemporalShift))
               or (isinstance(m, MotionSqueeze) and not m.causal)]
     if future:
-        arch = getattr(model, "arch", None) or "the model"
+        arch = card_of(model).arch or "the model"
         raise ValueError(
             f"{arch} is not causal: its {future[0]} layers look at the next frame, which a live "
             f"stream does not have yet. Streaming needs a model built with causal: true (e.g. "

@@ -8,6 +8,7 @@ from .displacement import (
     kernel_soft_argmax,
     l2_normalize,
     register_backend,
+    use_backend,
 )
 from .displacement_cpu import register as _register_cpu
 
@@ -21,4 +22,5 @@ __all__ = [
     "l2_normalize",
     "register_backend",
     "available_backends",
+    "use_backend",
 ]

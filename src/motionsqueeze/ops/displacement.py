@@ -20,8 +20,9 @@ the same function and are tested against the reference below.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -35,6 +36,7 @@ __all__ = [
     "displacement_reference",
     "register_backend",
     "available_backends",
+    "use_backend",
 ]
 
 L2_EPS = 1e-6
@@ -151,6 +153,28 @@ def available_backends() -> list[str]:
     return ["auto", *_BACKENDS, *(n for n in _LAZY_BACKENDS if n not in _BACKENDS)]
 
 
+# Backends forced by use_backend(), innermost last; empty: each call uses its own argument.
+_FORCED: list[str] = []
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Run every :func:`displacement` inside the block with backend ``name``, whatever the
+    calling modules were built with (process-wide; blocks nest).
+
+    The backend is a choice of the machine, not of the model: exporters run a model under
+    ``use_backend("reference")`` (the plain PyTorch formulation they can record), a
+    benchmark or a debugging session can compare backends without touching the model.
+    """
+    if name not in available_backends():
+        raise ValueError(f"unknown backend {name!r}; expected one of {available_backends()}")
+    _FORCED.append(name)
+    try:
+        yield
+    finally:
+        _FORCED.pop()
+
+
 def displacement(
     f1: Tensor,
     f2: Tensor,
@@ -172,11 +196,14 @@ def displacement(
             ``"cpu"`` for CPU tensors in eager mode; else the reference), ``"reference"``
             (PyTorch, what compilers and exporters record), ``"cpu"`` (PyTorch laid out for
             a CPU, eager only, :mod:`.displacement_cpu`) or ``"triton"`` (forced; CPU
-            tensors only under ``TRITON_INTERPRET=1``).
+            tensors only under ``TRITON_INTERPRET=1``). Inside :func:`use_backend` that
+            block's backend is used instead.
 
     Returns:
         ``(N, 3, H, W)`` in the input dtype: u (x), v (y) in [-1, 1] and the confidence.
     """
+    if _FORCED:
+        backend = _FORCED[-1]
     check_pair(f1, f2)
     check_patch_size(patch_size)
     if not sigma > 0:

@@ -18,15 +18,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from ..data import open_clip_source
-from ..data.sampling import model_clip_indices
 from ..data.transforms import normalize_clip, resize_clip
+from ..models.card import Preprocess, card_of, model_clip_indices
 from ..models.recognizer import build_model
+from ..models.weights import load_trained_model
 from .animate import save_motion_animation
 from .estimator import BlockMatching, block_matching_flow
 from .motion_grid import field_to_pixels, save_motion_grid
@@ -148,23 +148,21 @@ class _ArrayReader:
         pass
 
 
-def load_motion_model(checkpoint) -> tuple[torch.nn.Module, dict, str]:
-    """``(model, preprocess, name)`` from a model file, a training checkpoint or a model.
+def load_motion_model(checkpoint) -> tuple[torch.nn.Module, Preprocess, str]:
+    """``(model, preprocess, name)`` from a model file, a training checkpoint or a model
+    (preprocessing from its card; ImageNet's at 224 px for a model built without one).
 
     Raises:
         ValueError: the model has no MotionSqueeze layer, so there is nothing to show.
     """
     if isinstance(checkpoint, torch.nn.Module):
         model, path = checkpoint, None
-        pre = dict(getattr(model, "preprocess", None) or {})
-        name = getattr(model, "arch", None) or type(model).__name__
     else:
-        from ..engine.evaluate import load_trained_model
-
         path = Path(checkpoint)
-        model, _ = load_trained_model(path)  # preprocess: from the model file or the stored recipe
-        pre = dict(model.preprocess)
-        name = getattr(model, "arch", None) or path.name
+        model = load_trained_model(path)  # the card: from the model file or the stored recipe
+    card = card_of(model)
+    pre = card.preprocess
+    name = card.arch or (type(model).__name__ if path is None else path.name)
     if not hasattr(model, "motion_fields") or len(getattr(model, "motion", ())) == 0:
         where = f"{path}: " if path is not None else ""
         raise ValueError(
@@ -175,7 +173,7 @@ def load_motion_model(checkpoint) -> tuple[torch.nn.Module, dict, str]:
     return model, pre, name
 
 
-def _model_fields(model, clip: torch.Tensor, pre: dict) -> tuple[dict, dict, dict]:
+def _model_fields(model, clip: torch.Tensor, pre: Preprocess) -> tuple[dict, dict, dict]:
     t = clip.shape[0]
     if t != model.num_segments:
         # Weights do not depend on T: the same layers run on a clip of any length.
@@ -183,8 +181,7 @@ def _model_fields(model, clip: torch.Tensor, pre: dict) -> tuple[dict, dict, dic
         other.load_state_dict(model.state_dict())
         model = other
     device = next(model.parameters()).device
-    x = normalize_clip(clip.to(device), pre.get("mean", (0.485, 0.456, 0.406)),
-                       pre.get("std", (0.229, 0.224, 0.225))).unsqueeze(0)
+    x = normalize_clip(clip.to(device), pre.mean, pre.std).unsqueeze(0)
     was_training = model.training
     model.eval()
     try:
@@ -268,8 +265,8 @@ def motion_fields(
         reader.close()
     source_size = tuple(clip.shape[1:3])
     if model is not None:
-        default = pre.get("input_size", 224)
-        default = min(default) if isinstance(default, (list, tuple)) else default
+        default = pre.input_size
+        default = min(default) if isinstance(default, tuple) else default
         # Cells of the deepest MotionSqueeze stage stay whole; a coarser multiple would bend
         # the aspect ratio of small inputs (56 px: 64 x 64 for a 2.35:1 frame at 32).
         multiple = max(STAGE_STRIDES[s] for s in model.motion)
