@@ -195,14 +195,15 @@ def _correlation_backward(ds: Tensor, a: Tensor, b: Tensor, p: int, all_pairs: b
     r = (p - 1) // 2
     at, strips = _tile_operands(a, b, p)
     ds = ds.view(nty, n * ntx, bs, bs, p, p)
-    dprod = a.new_empty(n * ntx, bs * bs, hs * hs)
+    # The score gradient scattered back into tile products: zero off the windows, which sit
+    # at the same places for every row of tiles, so one fill serves them all.
+    dprod = a.new_zeros(n * ntx, bs * bs, hs * hs)
     dat = torch.empty_like(at)
     dstrips = torch.zeros_like(strips)
     for ty in range(nty):
-        dprod.zero_()  # the score gradient scattered back into the tile products
         _windows(dprod, bs, p).copy_(ds[ty])
         torch.bmm(dprod, _halo(strips, ty, bs, hs), out=dat[ty])
-        dstrips[:, ty * bs : ty * bs + hs] += torch.bmm(dprod.transpose(1, 2), at[ty]).view(n * ntx, hs, hs, c)
+        _halo(dstrips, ty, bs, hs).baddbmm_(dprod.transpose(1, 2), at[ty])
     da = dat.view(nty, n, ntx, bs, bs, c).permute(1, 0, 3, 2, 4, 5).reshape(n, nty * bs, ntx * bs, c)
     dstrips = dstrips.view(n, ntx, -1, hs, c)
     dbp = a.new_zeros(n, dstrips.shape[2], ntx * bs + 2 * r, c)
