@@ -211,7 +211,9 @@ def _correlation_backward(ds: Tensor, a: Tensor, b: Tensor, p: int, all_pairs: b
     for ty in range(nty):
         _windows(dprod, bs, p).copy_(ds[ty])
         torch.bmm(dprod, _halo(strips, ty, bs, hs), out=dat[ty])
-        _halo(dstrips, ty, bs, hs).baddbmm_(dprod.transpose(1, 2), at[ty])
+        # (bmm then add: baddbmm_ into this strided view falls back to one addmm_ per tile,
+        # ~100x slower with 2 threads)
+        _halo(dstrips, ty, bs, hs).add_(torch.bmm(dprod.transpose(1, 2), at[ty]))
     da = dat.view(nty, n, ntx, bs, bs, c).permute(1, 0, 3, 2, 4, 5).reshape(n, nty * bs, ntx * bs, c)
     dstrips = dstrips.view(n, ntx, -1, hs, c)
     dbp = a.new_zeros(n, dstrips.shape[2], ntx * bs + 2 * r, c)
