@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 
 from common import environment, fmt, interleaved, median_ratio, print_table
 
@@ -64,11 +65,24 @@ def parse_args(argv=None):
     p.add_argument("--profile", action="store_true",
                    help="instead of the tables, profile single-clip inference of tsm and msnet per family "
                         "(torch.profiler, self CPU time per operator, the largest differences first)")
+    p.add_argument("--clock", choices=("wall", "thread"), default="wall",
+                   help="wall clock, or the CPU time of the calling thread ('thread', needs --threads 1): "
+                        "on a busy machine the latter leaves out the waits for a core")
     args = p.parse_args(argv)
+    if args.clock == "thread" and args.threads != 1:
+        p.error("--clock thread measures one thread's CPU time: use it with --threads 1")
     unknown = sorted(set(args.works.split(",")) - {"train", "infer"})
     if unknown:
         p.error(f"--works takes train and/or infer, got {','.join(unknown)}")
     return args
+
+
+def _clock(args):
+    return time.thread_time if args.clock == "thread" else time.perf_counter
+
+
+def _unit(args) -> str:
+    return "ms" if args.clock == "wall" else "ms of CPU time of the one thread"
 
 
 def bench_ops(args) -> None:
@@ -98,13 +112,13 @@ def bench_ops(args) -> None:
         t = interleaved({
             "ref f": lambda: forward("reference"), "cpu f": lambda: forward("cpu"),
             "ref fb": lambda: forward_backward("reference"), "cpu fb": lambda: forward_backward("cpu"),
-        }, args.rounds, args.warmup)
+        }, args.rounds, args.warmup, _clock(args))
         med = {k: statistics.median(v) for k, v in t.items()}
         rows.append([spec, fmt(med["ref f"], 1), fmt(med["cpu f"], 1),
                      fmt(median_ratio(t["ref f"], t["cpu f"]), 2), fmt(med["ref fb"], 1), fmt(med["cpu fb"], 1),
                      fmt(median_ratio(t["ref fb"], t["cpu fb"]), 2), f"{out_err:.1e}", f"{grad_err:.1e}"])
     print(f"\ndisplacement, P = {args.patch_size}, float32, {args.threads} threads, medians of {args.rounds} "
-          f"interleaved rounds (ms): {environment('cpu')}")
+          f"interleaved rounds ({_unit(args)}): {environment('cpu')}")
     print_table(["N x C x H x W", "reference fwd", "cpu fwd", "speed-up", "reference fwd+bwd", "cpu fwd+bwd",
                  "speed-up", "max |out diff|", "max |grad diff|"], rows)
 
@@ -173,7 +187,7 @@ def bench_models(args) -> None:
             if work == "train" and family not in args.train_families.split(","):
                 continue
             jobs = {k: _job(work, name, over, args, size, clips) for k, (name, over) in _variants(family, args).items()}
-            t = interleaved(jobs, args.rounds, args.warmup)
+            t = interleaved(jobs, args.rounds, args.warmup, _clock(args))
             med = {k: statistics.median(v) for k, v in t.items()}
             what = f"{clips if work == 'train' else 1} x {args.frames} x {size}x{size}"
             ref = median_ratio(t["msnet ref"], t["tsm"]) if "msnet ref" in t else None
@@ -183,7 +197,7 @@ def bench_models(args) -> None:
                          fmt(ref, 3)])
             del jobs
     print(f"\nwhole models, float32, contiguous, {args.threads} threads, medians of {args.rounds} interleaved "
-          f"rounds (ms): {environment('cpu')}")
+          f"rounds ({_unit(args)}): {environment('cpu')}")
     print_table(["family", "work", "clips x frames x size", "tsn", "tsm", "msnet", "msnet (reference op)",
                  "FLOPs MSNet/TSM", "MSNet/TSM", "TSM/TSN", "MSNet (reference op)/TSM"], rows)
 

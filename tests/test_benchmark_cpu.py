@@ -24,8 +24,15 @@ def test_cpu_benchmark_profiles_what_msnet_adds_and_skips_untimed_training():
                          capture_output=True, text=True, timeout=300, check=True).stdout
     assert "| operator" in out and "| msnet - tsm |" in out and "| (all operators)" in out
     out = subprocess.run([sys.executable, str(BENCH / "cpu.py"), *common, "--train-families", "r18",
-                          "--reference-op-families", ""], capture_output=True, text=True, timeout=300,
-                         check=True).stdout
+                          "--reference-op-families", "", "--clock", "thread"], capture_output=True, text=True,
+                         timeout=300, check=True).stdout
+    assert "(ms of CPU time of the one thread)" in out
     rows = [line for line in out.splitlines() if line.startswith("| tiny")]
     assert len(rows) == 1 and "| inference |" in rows[0]  # no tiny training row
     assert rows[0].rstrip(" |").endswith("-")  # no msnet-with-reference-op column for tiny
+
+
+def test_cpu_benchmark_refuses_a_thread_clock_with_several_threads():
+    cmd = [sys.executable, str(BENCH / "cpu.py"), "--clock", "thread", "--threads", "2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--clock thread" in done.stderr and "--threads 1" in done.stderr
