@@ -29,7 +29,8 @@ Times are wall clock with ``--threads`` intra-op threads. On a machine shared wi
 processes, a parallel region of every operator waits for its slowest thread, and a thread
 that lost its core stalls it: a run with 2 threads on 2 busy cores can be 10-100x slower
 than on idle ones (tiny inference: ~3 ms idle, 80-400 ms measured under load). Read times
-only from an idle machine; ratios of one round hold up better.
+only from an idle machine; ratios of one round hold up better, and ``--threads 1 --clock
+thread`` (CPU time of the one thread) leaves out the waits for a core altogether.
 """
 
 from __future__ import annotations
