@@ -117,7 +117,7 @@ def _tile_operands(a: Tensor, b: Tensor, p: int) -> tuple[Tensor, Tensor]:
     n, h, w, c = a.shape
     bs, nty, ntx, hs = _tiling(h, w, p)
     r = (p - 1) // 2
-    ap = F.pad(a, (0, 0, 0, ntx * bs - w, 0, nty * bs - h))
+    ap = a if (nty * bs, ntx * bs) == (h, w) else F.pad(a, (0, 0, 0, ntx * bs - w, 0, nty * bs - h))
     at = ap.view(n, nty, bs, ntx, bs, c).permute(1, 0, 3, 2, 4, 5).reshape(nty, n * ntx, bs * bs, c)
     bp = F.pad(b, (0, 0, r, r + ntx * bs - w, r, r + nty * bs - h))  # (N, Hp, Wp, C)
     _, hp, wp, _ = bp.shape
