@@ -14,11 +14,23 @@ hold on a loaded machine even when the times do not:
 
 Usage (nothing is asserted)::
 
-    python benchmarks/cpu.py                        # the full grid, 2 threads, 7 rounds
+    python benchmarks/cpu.py                        # the issue's grid, 2 threads, 7 rounds
     python benchmarks/cpu.py --families tiny --rounds 3 --shapes 14x64x16x16   # quick look
+    python benchmarks/cpu.py --shapes "" --families r50 --train-families r50   # r50 steps too
+    python benchmarks/cpu.py --profile --families tiny,r18 --threads 1         # where MSNet's time goes
 
 Families: ``tiny`` (16 clips x 8 frames x 64x64 per training step), ``r18`` and ``r50``
-(2 clips x 8 frames x 224x224); inference is one clip of the same frames and size.
+(2 clips x 8 frames x 224x224); inference is one clip of the same frames and size. By
+default the training step is timed for tiny and r18 only, and msnet with the reference op
+for tiny only (``--train-families``, ``--reference-op-families``), so that the default grid
+stays within a few minutes on 2 idle cores.
+
+Times are wall clock with ``--threads`` intra-op threads. On a machine shared with other
+processes, a parallel region of every operator waits for its slowest thread, and a thread
+that lost its core stalls it: a run with 2 threads on 2 busy cores can be 10-100x slower
+than on idle ones (tiny inference: ~3 ms idle, 80-400 ms measured under load). Read times
+only from an idle machine; ratios of one round hold up better, and ``--threads 1 --clock
+thread`` (CPU time of the one thread) leaves out the waits for a core altogether.
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 
 from common import environment, fmt, interleaved, median_ratio, print_table
 
@@ -40,16 +53,37 @@ def parse_args(argv=None):
     p.add_argument("--families", default="tiny,r18,r50",
                    help="comma-separated model families for the model table ('' skips it)")
     p.add_argument("--works", default="train,infer", help="train and/or infer")
+    p.add_argument("--train-families", default="tiny,r18",
+                   help="families whose training step is timed when --works has train (an r50 step "
+                        "of 2 clips takes ~15 s on 2 cores: 'tiny,r18,r50' adds ~6 minutes)")
+    p.add_argument("--reference-op-families", default="tiny",
+                   help="families also timed as msnet with the reference op (the last column)")
     p.add_argument("--frames", type=int, default=8, help="frames per clip")
     p.add_argument("--classes", type=int, default=174, help="classifier outputs")
     p.add_argument("--rounds", type=int, default=7, help="timed rounds, medians are printed")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    p.add_argument("--profile", action="store_true",
+                   help="instead of the tables, profile single-clip inference of tsm and msnet per family "
+                        "(torch.profiler, self CPU time per operator, the largest differences first)")
+    p.add_argument("--clock", choices=("wall", "thread"), default="wall",
+                   help="wall clock, or the CPU time of the calling thread ('thread', needs --threads 1): "
+                        "on a busy machine the latter leaves out the waits for a core")
     args = p.parse_args(argv)
+    if args.clock == "thread" and args.threads != 1:
+        p.error("--clock thread measures one thread's CPU time: use it with --threads 1")
     unknown = sorted(set(args.works.split(",")) - {"train", "infer"})
     if unknown:
         p.error(f"--works takes train and/or infer, got {','.join(unknown)}")
     return args
+
+
+def _clock(args):
+    return time.thread_time if args.clock == "thread" else time.perf_counter
+
+
+def _unit(args) -> str:
+    return "ms" if args.clock == "wall" else "ms of CPU time of the one thread"
 
 
 def bench_ops(args) -> None:
@@ -79,21 +113,23 @@ def bench_ops(args) -> None:
         t = interleaved({
             "ref f": lambda: forward("reference"), "cpu f": lambda: forward("cpu"),
             "ref fb": lambda: forward_backward("reference"), "cpu fb": lambda: forward_backward("cpu"),
-        }, args.rounds, args.warmup)
+        }, args.rounds, args.warmup, _clock(args))
         med = {k: statistics.median(v) for k, v in t.items()}
         rows.append([spec, fmt(med["ref f"], 1), fmt(med["cpu f"], 1),
                      fmt(median_ratio(t["ref f"], t["cpu f"]), 2), fmt(med["ref fb"], 1), fmt(med["cpu fb"], 1),
                      fmt(median_ratio(t["ref fb"], t["cpu fb"]), 2), f"{out_err:.1e}", f"{grad_err:.1e}"])
     print(f"\ndisplacement, P = {args.patch_size}, float32, {args.threads} threads, medians of {args.rounds} "
-          f"interleaved rounds (ms): {environment('cpu')}")
+          f"interleaved rounds ({_unit(args)}): {environment('cpu')}")
     print_table(["N x C x H x W", "reference fwd", "cpu fwd", "speed-up", "reference fwd+bwd", "cpu fwd+bwd",
                  "speed-up", "max |out diff|", "max |grad diff|"], rows)
 
 
 def _variants(family, args):
     """name -> (model name, create_model overrides)."""
-    return {"tsn": (f"tsn_{family}", {}), "tsm": (f"tsm_{family}", {}), "msnet": (f"msnet_{family}", {}),
-            "msnet ref": (f"msnet_{family}", {"backend": "reference"})}
+    variants = {"tsn": (f"tsn_{family}", {}), "tsm": (f"tsm_{family}", {}), "msnet": (f"msnet_{family}", {})}
+    if family in args.reference_op_families.split(","):
+        variants["msnet ref"] = (f"msnet_{family}", {"backend": "reference"})
+    return variants
 
 
 def _flops_ratio(family, args, size):
@@ -149,19 +185,56 @@ def bench_models(args) -> None:
         size, clips = FAMILIES[family]
         flops = _flops_ratio(family, args, size)
         for work in args.works.split(","):
+            if work == "train" and family not in args.train_families.split(","):
+                continue
             jobs = {k: _job(work, name, over, args, size, clips) for k, (name, over) in _variants(family, args).items()}
-            t = interleaved(jobs, args.rounds, args.warmup)
+            t = interleaved(jobs, args.rounds, args.warmup, _clock(args))
             med = {k: statistics.median(v) for k, v in t.items()}
             what = f"{clips if work == 'train' else 1} x {args.frames} x {size}x{size}"
+            ref = median_ratio(t["msnet ref"], t["tsm"]) if "msnet ref" in t else None
             rows.append([family, "training step" if work == "train" else "inference", what,
-                         *(fmt(med[k], 1) for k in ("tsn", "tsm", "msnet", "msnet ref")), fmt(flops, 3),
+                         *(fmt(med.get(k), 1) for k in ("tsn", "tsm", "msnet", "msnet ref")), fmt(flops, 3),
                          fmt(median_ratio(t["msnet"], t["tsm"]), 3), fmt(median_ratio(t["tsm"], t["tsn"]), 3),
-                         fmt(median_ratio(t["msnet ref"], t["tsm"]), 3)])
+                         fmt(ref, 3)])
             del jobs
     print(f"\nwhole models, float32, contiguous, {args.threads} threads, medians of {args.rounds} interleaved "
-          f"rounds (ms): {environment('cpu')}")
+          f"rounds ({_unit(args)}): {environment('cpu')}")
     print_table(["family", "work", "clips x frames x size", "tsn", "tsm", "msnet", "msnet (reference op)",
                  "FLOPs MSNet/TSM", "MSNet/TSM", "TSM/TSN", "MSNet (reference op)/TSM"], rows)
+
+
+def profile_models(args) -> None:
+    """Self CPU time per operator of tsm and msnet inference: what MotionSqueeze adds."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    for family in args.families.split(","):
+        size, _ = FAMILIES[family]
+        jobs = {arch: _job("infer", f"{arch}_{family}", {}, args, size, 1) for arch in ("tsm", "msnet")}
+        for _ in range(max(args.warmup, 1)):
+            for infer in jobs.values():
+                infer()
+        # One profile per run, the two models in turn (interleaved); the median per operator
+        # shrugs off a run stalled by other processes.
+        runs = {arch: [] for arch in jobs}
+        for _ in range(args.rounds):
+            for arch, infer in jobs.items():
+                with profile(activities=[ProfilerActivity.CPU]) as prof:
+                    infer()
+                runs[arch].append({e.key: e.self_cpu_time_total / 1e3 for e in prof.key_averages()})
+        per_op = {}
+        for arch, profiles in runs.items():
+            for op in set().union(*profiles):
+                per_op.setdefault(op, {})[arch] = statistics.median(r.get(op, 0.0) for r in profiles)
+        total = {arch: sum(v.get(arch, 0.0) for v in per_op.values()) for arch in ("tsm", "msnet")}
+        diff = sorted(per_op.items(), key=lambda kv: -abs(kv[1].get("msnet", 0.0) - kv[1].get("tsm", 0.0)))
+        rows = [[op, fmt(v.get("tsm"), 2), fmt(v.get("msnet"), 2),
+                 fmt(v.get("msnet", 0.0) - v.get("tsm", 0.0), 2)] for op, v in diff[:15]]
+        rows.append(["(all operators)", fmt(total["tsm"], 2), fmt(total["msnet"], 2),
+                     fmt(total["msnet"] - total["tsm"], 2)])
+        print(f"\n{family}, single-clip inference (1 x {args.frames} x {size}x{size}), self CPU ms per clip, "
+              f"{args.threads} threads, medians of {args.rounds} runs: {environment('cpu')}")
+        print_table(["operator", "tsm", "msnet", "msnet - tsm"], rows)
 
 
 def main(argv=None) -> int:
@@ -169,6 +242,9 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.profile:
+        profile_models(args)
+        return 0
     if args.shapes:
         bench_ops(args)
     if args.families:

@@ -13,14 +13,18 @@ from naive import naive_displacement
 disp = importlib.import_module("motionsqueeze.ops.displacement")
 displacement_cpu = importlib.import_module("motionsqueeze.ops.displacement_cpu")
 
-# The correlation is read out of all-pairs products on small maps and of band products on
-# large ones; every test below runs both, whatever the map size.
-STRATEGIES = pytest.mark.parametrize("all_pairs_factor", [0.0, 1e9], ids=["band", "all-pairs"])
+# The correlation is read out of all-pairs products on small maps and of 2-D tile products
+# on large ones; every test below runs each, whatever the map size: tiles as large as the map
+# (one tile), and 2 x 2 tiles (several tiles, the last row and column partly off the map).
+STRATEGIES = pytest.mark.parametrize(
+    "all_pairs_factor,tile", [(0.0, 64), (0.0, 2), (1e9, 64)], ids=["one-tile", "2x2-tiles", "all-pairs"]
+)
 
 
 @pytest.fixture
-def strategy(monkeypatch, all_pairs_factor):
+def strategy(monkeypatch, all_pairs_factor, tile):
     monkeypatch.setattr(displacement_cpu, "ALL_PAIRS_FACTOR", all_pairs_factor)
+    monkeypatch.setattr(displacement_cpu, "TILE", tile)
 
 
 @STRATEGIES
@@ -53,6 +57,22 @@ def test_ties_and_empty_windows_follow_the_loops(strategy):
         torch.testing.assert_close(out.double(), ref, rtol=1e-6, atol=1e-6)
 
 
+@STRATEGIES
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_both_strategies_keep_the_dtype_and_match_the_reference(strategy, dtype):
+    # Half precision is matched in float32 by both backends, then rounded once to the input dtype.
+    g = torch.Generator().manual_seed(3)
+    f1, f2 = (torch.randn(2, 4, 5, 7, generator=g).to(dtype) for _ in range(2))
+    grad = torch.randn(2, 3, 5, 7, generator=g).to(dtype)
+    results = []
+    for backend in ("reference", "cpu"):
+        a, b = f1.clone().requires_grad_(), f2.clone().requires_grad_()
+        out = displacement(a, b, 5, 2.0, 20.0, backend=backend)
+        results.append((out, *torch.autograd.grad(out, (a, b), grad)))
+    assert all(t.dtype == dtype for t in results[1])
+    torch.testing.assert_close(results[1], results[0])
+
+
 def test_confidence_gradient_stops_where_every_score_is_rectified():
     # A pixel whose scores are all <= 0 has conf = 0 from the ReLU: no gradient through it.
     f1 = torch.ones(1, 1, 1, 2, requires_grad=True)
@@ -63,7 +83,7 @@ def test_confidence_gradient_stops_where_every_score_is_rectified():
         assert g1.abs().sum() == 0 and g2.abs().sum() == 0, backend
 
 
-@pytest.mark.parametrize("shape", [(3, 16, 8, 8), (2, 8, 16, 16), (1, 8, 28, 28)])
+@pytest.mark.parametrize("shape", [(3, 16, 8, 8), (2, 8, 16, 16), (1, 8, 28, 28), (1, 8, 19, 24)])
 def test_fp32_is_within_1e5_of_the_fp64_reference_at_model_shapes(shape):
     # (The fp32 reference is itself a few 1e-6 off in the gradients: tau = 100 is sharp.)
     g = torch.Generator().manual_seed(1)

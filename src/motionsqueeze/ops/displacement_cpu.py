@@ -11,8 +11,12 @@ and replays a dozen such volumes. Here
   all-pairs matrix product per frame pair, ``(HW, C) x (C, HW)``, and the epilogue runs on
   those HW scores per pixel; the window cells outside the map all score 0, so they enter the
   softmax as a per-pixel count and offset sum (``_Geometry``) instead of 225 - HW columns;
-* larger maps use one band product per window row, over the rows that have a partner in the
-  map only (no products against zero padding rows), into an ``(N, H, W, P, P)`` volume;
+* larger maps are cut into B x B tiles (``TILE``); each tile is matched against its
+  (B + P - 1)^2 halo of the other map with one matrix product (4 products for a 28 x 28 map
+  instead of 15 band products per image row, ~2x the window's multiply-adds at B = 7, P = 15),
+  and every pixel's P x P window is read out of the products by a strided view and
+  rectified in the same pass. Pixels stay in tile order through the epilogue (it is per
+  pixel), so only the ``(N, 3, H, W)`` result is reordered;
 * the backward pass is written by hand (one autograd node, a few passes over the volume):
   ``dlogits = p * (du * (dx - u) + dv * (dy - v))`` from the softmax of the expectation, times
   ``tau * g`` and the ReLU mask, plus the confidence gradient at the argmax, then the
@@ -33,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .correlation import _band, _unband, no_autocast
+from .correlation import no_autocast
 from .displacement import L2_EPS, register_backend
 from .tracing import recording
 
@@ -42,6 +46,9 @@ __all__ = ["displacement_cpu", "register"]
 # All-pairs products score H*W candidates per pixel, the window P*P: the first is used up to
 # this multiple of P*P (its one large matrix product runs faster per FLOP than P band ones).
 ALL_PAIRS_FACTOR = 1.5
+# Side of the square tiles of larger maps, in pixels: each tile is matched against its
+# (TILE + P - 1)^2 halo, (1 + (P-1)/TILE)^2 times the window's products.
+TILE = 7
 EXP_FLOOR = -60.0  # softmax exponents below this are raised to it (see _epilogue)
 
 
@@ -65,7 +72,11 @@ class _Geometry(NamedTuple):
 
 
 @functools.lru_cache(maxsize=32)
-def _geometry(h: int, w: int, p: int, all_pairs: bool) -> _Geometry:
+def _geometry(h: int, w: int, p: int, all_pairs: bool, dtype: torch.dtype = torch.float64) -> _Geometry:
+    """Cached per map size, window and dtype, so that no call rebuilds or converts it (the
+    all-pairs ``inside`` mask is H*W x H*W)."""
+    if dtype != torch.float64:
+        return _Geometry(*(None if t is None else t.to(dtype) for t in _geometry(h, w, p, all_pairs)))
     r = (p - 1) // 2
     if not all_pairs:  # the window itself: P x P candidates, the pixel at (r, r)
         k = torch.arange(p, dtype=torch.float64)
@@ -89,55 +100,126 @@ def _use_all_pairs(h: int, w: int, p: int) -> bool:
     return h * w <= ALL_PAIRS_FACTOR * p * p
 
 
-def _row_range(i: int, h: int, r: int) -> tuple[int, int]:
-    """Rows y of f1 whose partner row y + (i - r) lies in the map."""
-    dy = i - r
-    return max(0, -dy), min(h, h - dy)
+def _tiling(h: int, w: int, p: int) -> tuple[int, int, int, int]:
+    """Tile side B, tiles down and across, and halo side B + 2r for a map of H x W."""
+    b = min(TILE, max(h, w))
+    return b, -(-h // b), -(-w // b), b + p - 1
+
+
+def _tile_operands(a: Tensor, b: Tensor, p: int) -> tuple[Tensor, Tensor]:
+    """The pixels of ``a`` tile by tile and the halos of ``b`` as column strips.
+
+    ``a`` (N, H, W, C) -> ``(nty, N * ntx, B*B, C)``: the B x B pixels of tile (ty, tx),
+    zero-padded to whole tiles. ``b`` -> ``(N * ntx, H' + 2r, B + 2r, C)``, contiguous: the
+    zero-padded map cut into overlapping column strips B + 2r wide, so that the halo of every
+    tile, rows ``ty*B .. ty*B + B + 2r`` of its strip, is one contiguous (B+2r)^2 x C matrix.
+    """
+    n, h, w, c = a.shape
+    bs, nty, ntx, hs = _tiling(h, w, p)
+    r = (p - 1) // 2
+    ap = a if (nty * bs, ntx * bs) == (h, w) else F.pad(a, (0, 0, 0, ntx * bs - w, 0, nty * bs - h))
+    at = ap.view(n, nty, bs, ntx, bs, c).permute(1, 0, 3, 2, 4, 5).reshape(nty, n * ntx, bs * bs, c)
+    bp = F.pad(b, (0, 0, r, r + ntx * bs - w, r, r + nty * bs - h))  # (N, Hp, Wp, C)
+    _, hp, wp, _ = bp.shape
+    strips = bp.as_strided((n, ntx, hp, hs, c), (hp * wp * c, bs * c, wp * c, c, 1)).contiguous()
+    return at, strips.view(n * ntx, hp, hs, c)
+
+
+def _halo(strips: Tensor, ty: int, bs: int, hs: int) -> Tensor:
+    """``(N * ntx, (B+2r)^2, C)``: the halos of the tiles in tile row ty (a view)."""
+    return strips[:, ty * bs : ty * bs + hs].flatten(1, 2)
+
+
+def _windows(prod: Tensor, bs: int, p: int) -> Tensor:
+    """The P x P window of every pixel inside ``(M, B*B, (B+2r)^2)`` tile products, as a
+    view ``(M, B, B, P, P)``.
+
+    Pixel (y, x) of a tile is row y*B + x; its window starts at halo cell (y, x), column
+    y*(B+2r) + x, so one step in y moves B*(B+2r)^2 + (B+2r) elements and one in x moves
+    (B+2r)^2 + 1: a strided view, no copy; distinct pixels never share an element.
+    """
+    m, bb, hh = prod.shape
+    hs = bs + p - 1
+    return prod.as_strided(
+        (m, bs, bs, p, p), (bb * hh, bs * hh + hs, hh + 1, hs, 1), prod.storage_offset()
+    )
+
+
+def _pixels(x: Tensor, p: int, all_pairs: bool) -> Tensor:
+    """``(N, K, H, W)`` -> ``(M, L, K)``: per-pixel values in the order of the scores.
+
+    All pairs: ``(N, H*W, K)``. Tiles: pixel by pixel within each tile, tile by tile
+    (``(nty * N * ntx, B*B, K)``), zero-padded to whole tiles.
+    """
+    n, k, h, w = x.shape
+    if all_pairs:
+        return x.permute(0, 2, 3, 1).reshape(n, h * w, k)
+    bs, nty, ntx, _ = _tiling(h, w, p)
+    x = F.pad(x, (0, ntx * bs - w, 0, nty * bs - h))
+    return x.view(n, k, nty, bs, ntx, bs).permute(2, 0, 4, 3, 5, 1).reshape(nty * n * ntx, bs * bs, k)
+
+
+def _unpixels(x: Tensor, n: int, h: int, w: int, p: int, all_pairs: bool) -> Tensor:
+    """Inverse of :func:`_pixels`: ``(M, L, K)`` -> contiguous ``(N, K, H, W)``."""
+    k = x.shape[-1]
+    if all_pairs:
+        return x.view(n, h, w, k).permute(0, 3, 1, 2).contiguous()
+    bs, nty, ntx, _ = _tiling(h, w, p)
+    x = x.view(nty, n, ntx, bs, bs, k).permute(1, 5, 0, 3, 2, 4).reshape(n, k, nty * bs, ntx * bs)
+    return x[:, :, :h, :w].contiguous()
 
 
 def _correlation(a: Tensor, b: Tensor, p: int, all_pairs: bool, geo: _Geometry) -> Tensor:
-    """``(N, H, W, C)`` x2 -> rectified scores ``(N, HW, GH, GW)`` in the layout of ``geo``."""
+    """``(N, H, W, C)`` x2 -> rectified scores ``(M, L, GH, GW)``: pixels in the order of
+    :func:`_pixels`, candidates in the layout of ``geo``."""
     n, h, w, c = a.shape
     if all_pairs:
         s = torch.relu_(torch.matmul(a.reshape(n, h * w, c), b.reshape(n, h * w, c).transpose(1, 2)))
         s = s.view(n, h * w, h, w)
         return s if geo.inside is None else s.mul_(geo.inside)
-    r = (p - 1) // 2
-    bt = F.pad(b, (0, 0, r, r)).transpose(2, 3).contiguous()  # (N, H, C, W + 2r)
-    s = a.new_empty(n, h, w, p, p)
-    for i in range(p):
-        y0, y1 = _row_range(i, h, r)
-        s[:, :y0, :, i, :] = 0  # partner row off the map
-        s[:, y1:, :, i, :] = 0
-        if y0 < y1:
-            prod = torch.matmul(a[:, y0:y1], bt[:, y0 + i - r : y1 + i - r])
-            s[:, y0:y1, :, i, :] = _band(prod, w, p, 1)
-    return torch.relu_(s).view(n, h * w, p, p)
+    # 2-D tiles: all pairs between a B x B tile and its (B + 2r)^2 halo, one matrix product
+    # per tile; the windows are read out of the products (a strided view) and rectified in
+    # one pass, one row of tiles at a time while its products are in cache.
+    bs, nty, ntx, hs = _tiling(h, w, p)
+    at, strips = _tile_operands(a, b, p)
+    prod = a.new_empty(n * ntx, bs * bs, hs * hs)
+    s = a.new_empty(nty, n * ntx, bs, bs, p, p)
+    for ty in range(nty):
+        torch.bmm(at[ty], _halo(strips, ty, bs, hs).transpose(1, 2), out=prod)
+        torch.clamp_min(_windows(prod, bs, p), 0.0, out=s[ty])
+    return s.view(nty * n * ntx, bs * bs, p, p)
 
 
 def _correlation_backward(ds: Tensor, a: Tensor, b: Tensor, p: int, all_pairs: bool) -> tuple[Tensor, Tensor]:
-    """Gradients of ``a`` and ``b`` (both ``(N, H, W, C)``) from that of the scores."""
+    """Gradients of ``a`` and ``b`` (both ``(N, H, W, C)``) from that of the scores (in the
+    layout :func:`_correlation` returns)."""
     n, h, w, c = a.shape
     if all_pairs:
         ds = ds.view(n, h * w, h * w)
         da = torch.matmul(ds, b.reshape(n, h * w, c))
         db = torch.matmul(ds.transpose(1, 2), a.reshape(n, h * w, c))
         return da.view(n, h, w, c), db.view(n, h, w, c)
-    ds = ds.view(n, h, w, p, p)
+    bs, nty, ntx, hs = _tiling(h, w, p)
     r = (p - 1) // 2
-    wp = w + 2 * r
-    bt = F.pad(b, (0, 0, r, r)).transpose(2, 3).contiguous()  # (N, H, C, Wp)
-    da = torch.zeros_like(a)
-    dbt = a.new_zeros(n, h, c, wp)
-    at = a.transpose(2, 3)  # (N, H, C, W)
-    for i in range(p):
-        y0, y1 = _row_range(i, h, r)
-        if y0 < y1:
-            band = _unband(ds[:, y0:y1, :, i, :], wp, p, 1)  # (N, h', W, Wp)
-            rows = slice(y0 + i - r, y1 + i - r)
-            da[:, y0:y1] += torch.matmul(band, bt[:, rows].transpose(2, 3))
-            dbt[:, rows] += torch.matmul(at[:, y0:y1], band)
-    return da, dbt[..., r : r + w].transpose(2, 3)
+    at, strips = _tile_operands(a, b, p)
+    ds = ds.view(nty, n * ntx, bs, bs, p, p)
+    # The score gradient scattered back into tile products: zero off the windows, which sit
+    # at the same places for every row of tiles, so one fill serves them all.
+    dprod = a.new_zeros(n * ntx, bs * bs, hs * hs)
+    dat = torch.empty_like(at)
+    dstrips = torch.zeros_like(strips)
+    for ty in range(nty):
+        _windows(dprod, bs, p).copy_(ds[ty])
+        torch.bmm(dprod, _halo(strips, ty, bs, hs), out=dat[ty])
+        # (bmm then add: baddbmm_ into this strided view falls back to one addmm_ per tile,
+        # ~100x slower with 2 threads)
+        _halo(dstrips, ty, bs, hs).add_(torch.bmm(dprod.transpose(1, 2), at[ty]))
+    da = dat.view(nty, n, ntx, bs, bs, c).permute(1, 0, 3, 2, 4, 5).reshape(n, nty * bs, ntx * bs, c)
+    dstrips = dstrips.view(n, ntx, -1, hs, c)
+    dbp = a.new_zeros(n, dstrips.shape[2], ntx * bs + 2 * r, c)
+    for tx in range(ntx):
+        dbp[:, :, tx * bs : tx * bs + hs] += dstrips[:, tx]
+    return da[:, :h, :w], dbp[:, r : r + h, r : r + w]
 
 
 def _offsets(geo: _Geometry, p: int, like: Tensor) -> tuple[Tensor, Tensor]:
@@ -161,7 +243,8 @@ def _epilogue(s: Tensor, geo: _Geometry, p: int, sigma: float, tau: float, for_b
     tau_g = (gy.unsqueeze(-1) * gx.unsqueeze(-2)).flatten(-2)  # (N, L, GH*GW)
     flat = s.flatten(-2)
     if for_backward:  # dL/dS = tau * g * relu'(S) * dL/dlogit: mask once, logits unchanged
-        tau_g.masked_fill_(flat <= 0, 0.0)
+        tau_g.mul_(torch.sign(flat))  # relu'(S) = sign(S) for S >= 0 (float ops: a boolean
+        # mask and masked_fill_ were 15x slower here)
     # The largest logit is tau * conf (g = 1 at the argmax, g <= 1 and S <= conf elsewhere),
     # also >= the logit 0 of window cells off the map.
     top = tau * conf if tau >= 0 else (tau_g * flat).amax(-1).clamp(min=0)
@@ -175,9 +258,17 @@ def _epilogue(s: Tensor, geo: _Geometry, p: int, sigma: float, tau: float, for_b
     # of the order of 1 keep the float32 rounding of u, v small, and tau multiplies it in
     # the backward pass.
     dx, dy = _offsets(geo, p, s)
-    ex, ey = e.view(n, length, gh, gw).sum(-2), e.view(n, length, gh, gw).sum(-1)
-    z = ex.sum(-1)
-    num = torch.stack(((ex * dx).sum(-1), (ey * dy).sum(-1)), -1)
+    e4 = e.view(n, length, gh, gw)
+    if geo.origin.shape[0] == 1:  # one window for all pixels: row sums of e and e * dx in
+        # one pass, as a product with [1, dx] (two reductions over e cost twice that)
+        rows_sum = torch.matmul(e4, torch.stack((torch.ones_like(dx[0]), dx[0]), -1))
+        ey, ex_dx = rows_sum.unbind(-1)  # (N, L, GH) each
+        z = ey.sum(-1)
+        num = torch.stack((ex_dx.sum(-1), (ey * dy).sum(-1)), -1)
+    else:
+        ex, ey = e4.sum(-2), e4.sum(-1)
+        z = ex.sum(-1)
+        num = torch.stack(((ex * dx).sum(-1), (ey * dy).sum(-1)), -1)
     if geo.zeros is not None:  # off-map window cells: logit 0, weight exp(-top) each
         e0 = (-top).clamp_(min=EXP_FLOOR).exp_()
         z = z + geo.zeros.to(s) * e0
@@ -223,13 +314,12 @@ def _forward(f1, f2, p, sigma, tau, normalize, for_backward=False):
     """``[u, v, conf]`` as ``(N, 3, H, W)`` and what the backward pass needs."""
     n, _, h, w = f1.shape
     all_pairs = _use_all_pairs(h, w, p)
-    geo = _geometry(h, w, p, all_pairs)
+    geo = _geometry(h, w, p, all_pairs, f1.dtype)
     a, n1 = _normalize(f1, normalize)
     b, n2 = _normalize(f2, normalize)
     s = _correlation(a, b, p, all_pairs, geo)
     out, saved = _epilogue(s, geo, p, sigma, tau, for_backward)
-    out = out.view(n, h, w, 3).permute(0, 3, 1, 2).contiguous()
-    return out, (a, b, n1, n2, *saved)
+    return _unpixels(out, n, h, w, p, all_pairs), (a, b, n1, n2, *saved)
 
 
 class _DisplacementCPU(torch.autograd.Function):
@@ -247,9 +337,8 @@ class _DisplacementCPU(torch.autograd.Function):
         p = ctx.patch_size
         n, h, w, _ = a.shape
         all_pairs = _use_all_pairs(h, w, p)
-        geo = _geometry(h, w, p, all_pairs)
-        g = grad.permute(0, 2, 3, 1).reshape(n, h * w, 3)
-        ds = _epilogue_backward(g, saved, geo, p)
+        geo = _geometry(h, w, p, all_pairs, a.dtype)
+        ds = _epilogue_backward(_pixels(grad, p, all_pairs), saved, geo, p)
         da, db = _correlation_backward(ds, a, b, p, all_pairs)
         return _normalize_backward(da, a, n1), _normalize_backward(db, b, n2), None, None, None, None
 
