@@ -26,6 +26,16 @@ from pathlib import Path
 
 import torch
 
+from .viz.motion_grid import field_to_pixels, save_motion_grid
+from .data.transforms import normalize_clip
+from .engine.config import load_config
+from .engine.data import build_split
+from .engine.evaluate import score_dataset
+from .engine.distributed import DistInfo
+from .engine.metrics import classification_report, plot_confusion
+from .engine.trainer import fit
+from .models import create_model, measure_complexity
+
 __all__ = ["DEMO_MODELS", "run_demo"]
 
 _log = logging.getLogger(__name__)
@@ -76,7 +86,6 @@ def _plot_curves(results: list[dict], histories: dict, path: Path) -> None:
 
 def _motion_picture(model, dataset, cfg, path: Path) -> None:
     """MSNet's displacement and confidence on one test clip per motion family."""
-    from .viz.motion_grid import field_to_pixels, save_motion_grid
 
     stage = next(iter(model.motion))
     ms = model.motion[stage]
@@ -85,7 +94,6 @@ def _motion_picture(model, dataset, cfg, path: Path) -> None:
     for label, name in [(0, "moving right"), (4, "rotating clockwise"), (7, "shrinking")]:
         item = dataset[label]  # clip i has label i % 8
         clip = item["clip"][0]  # (T, 3, H, W) uint8
-        from .data.transforms import normalize_clip
 
         x = normalize_clip(clip, cfg.data.mean, cfg.data.std).unsqueeze(0)
         with torch.no_grad():
@@ -114,13 +122,6 @@ def _motion_picture(model, dataset, cfg, path: Path) -> None:
 
 def run_demo(out_dir: str | Path = "motionsqueeze-demo", models=DEMO_MODELS, overrides: list[str] | None = None) -> list[dict]:
     """Train and evaluate ``models`` on the synthetic set; write the report; return the rows."""
-    from .engine.config import load_config
-    from .engine.data import build_split
-    from .engine.evaluate import score_dataset
-    from .engine.distributed import DistInfo
-    from .engine.metrics import classification_report, plot_confusion
-    from .engine.trainer import fit
-    from .models import create_model, measure_complexity
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,9 @@ import torch
 from torch import nn
 
 from .models.card import card_of
+from .ops import displacement
+from .ops import available_backends
+from .models import create_model
 
 __all__ = ["Check", "SelfTestReport", "run_selftest", "TOLERANCES"]
 
@@ -72,8 +75,6 @@ class SelfTestReport:
 
 
 def _run_backend(backend: str, f1, f2, grad):
-    from .ops import displacement
-
     a = f1.detach().clone().requires_grad_()
     b = f2.detach().clone().requires_grad_()
     out = displacement(a, b, _P, _SIGMA, _TAU, True, backend=backend)
@@ -83,7 +84,6 @@ def _run_backend(backend: str, f1, f2, grad):
 
 def check_backends(device: torch.device, dtype: torch.dtype, seed: int = 0) -> list[Check]:
     """Values and gradients of every backend that can run here against the float64 reference."""
-    from .ops import available_backends
 
     g = torch.Generator().manual_seed(seed)
     f1, f2, grad = (torch.randn(_N, c, _H, _W, generator=g).to(dtype) for c in (_C, _C, 3))
@@ -153,8 +153,6 @@ def check_motion_path(model: nn.Module, device: torch.device, dtype: torch.dtype
 
 
 def _probe_model() -> nn.Module:
-    from .models import create_model
-
     model = create_model("msnet_tiny", num_classes=10, num_segments=4, patch_size=5)
     # The default classifier starts near zero (std 0.001); give it unit scale so that a change
     # of the features shows in the logits well above rounding.

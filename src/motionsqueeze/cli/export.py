@@ -46,7 +46,7 @@ def run(args) -> int:
         onnx_max_abs_diff,
         program_max_abs_diff,
     )
-    from ..models.weights import load_model
+    from ..models.weights.model_file import load_model
 
     if args.with_preprocessing and args.format != "onnx":
         raise ValueError("--with-preprocessing is for --format onnx")

@@ -35,7 +35,7 @@ def add_parser(sub):
 
 def run(args) -> int:
     from ..engine.config import check_device
-    from ..models.weights import load_trained_model
+    from ..models.weights.model_file import load_trained_model
     from ..engine.features import extract_features
     from ..engine.inputs import gather_inputs
 

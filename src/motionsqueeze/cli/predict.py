@@ -51,7 +51,7 @@ def run(args) -> int:
     from ..engine.config import check_device
     from ..engine.inputs import gather_inputs
     from ..models.card import card_of
-    from ..models.weights import load_trained_model
+    from ..models.weights.model_file import load_trained_model
     from ..engine.predict import predict_video
 
     if args.topk < 1:

@@ -31,7 +31,7 @@ def run(args) -> int:
     check_device(args.device, "--device")
     model = None
     if args.checkpoint is not None:
-        from ..models.weights import load_trained_model
+        from ..models.weights.model_file import load_trained_model
 
         model = load_trained_model(args.checkpoint)
     report = run_selftest(args.device, getattr(torch, args.dtype), model=model)

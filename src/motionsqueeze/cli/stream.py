@@ -198,7 +198,7 @@ class _VideoWriter:
 def run(args) -> int:
     import torch
 
-    from ..models.weights import load_trained_model
+    from ..models.weights.model_file import load_trained_model
     from ..engine.predict import eval_transform
     from ..models.streaming import StreamingRecognizer, check_causal
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from .annotations import VIDEO_EXTENSIONS, VideoRecord, leaves_root, load_class_names, scan_list
 from .errors import DataError
 from .readers import FrameFolderReader, VideoReader, _too_short, scan_frame_folder, start_index_hint
+from .progress import progress as progress_bar
 
 __all__ = ["Problem", "CheckReport", "check_list", "check_item", "Fingerprint", "fingerprint"]
 
@@ -168,7 +169,6 @@ def _chunks(n: int, full: bool, size: int = 64):
 def map_with_progress(fn, jobs: list, workers: int, progress: bool, desc: str, unit: str) -> list:
     """``[fn(job) for job in jobs]``, in ``workers`` processes when above 1, with progress output
     (a bar on a terminal, a plain line every 30 s in a batch job's log: :mod:`.progress`)."""
-    from .progress import progress as progress_bar
 
     bar = progress_bar(len(jobs), desc, unit, enabled=progress)
     results = []

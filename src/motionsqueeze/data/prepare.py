@@ -25,6 +25,8 @@ from dataclasses import dataclass, field, replace
 from .annotations import VIDEO_EXTENSIONS, VideoRecord, load_class_names, read_json, write_class_names, write_list
 from .errors import DataError
 from .readers import VideoReader, scan_frame_folder
+from .progress import progress as progress_bar
+from .readers import check_template
 
 __all__ = ["Prepared", "DATASETS", "prepare", "extract_frames", "write_prepared"]
 
@@ -484,8 +486,6 @@ def extract_frames(prepared: Prepared, frames_root: str, *, workers: int = 1, te
         ``(frame-list version of prepared, {video: error} of failures, videos done before)``;
         failed videos are left out of the lists.
     """
-    from .progress import progress as progress_bar
-    from .readers import check_template
 
     check_template(template)
     if prepared.format != "video":

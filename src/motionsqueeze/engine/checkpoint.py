@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..files import atomic_write
-from ..models.weights import WeightsFileError, read_checkpoint, with_digest
+from ..models.weights.safe_load import WeightsFileError, read_checkpoint, with_digest
 
 __all__ = ["atomic_write", "save_checkpoint", "load_checkpoint", "latest_checkpoint", "capture_rng", "restore_rng"]
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..data.progress import progress as progress_bar
 from ..models.card import card_of
-from ..models.weights import load_trained_model
+from ..models.weights.model_file import load_trained_model
 from .data import build_split, class_names_of, is_synthetic, with_views
 from .data_order import ResumableSampler
 from .distributed import DistInfo, all_gather_cat, all_gather_objects, cleanup_distributed, init_distributed

@@ -20,6 +20,8 @@ import datetime
 import json
 from pathlib import Path
 
+from .checkpoint import atomic_write
+
 __all__ = ["HARMLESS_KEYS", "config_changes", "check_resume_config", "rewind_metrics", "remove_stale_temp_files"]
 
 # Keys that change how a run is watched or fed, not what it computes (data order and
@@ -93,7 +95,6 @@ def rewind_metrics(run_dir: Path, history: list[dict], step: int, csv_keys: list
     import csv
     import io
 
-    from .checkpoint import atomic_write
 
     run_dir = Path(run_dir)
     path = run_dir / "metrics.csv"

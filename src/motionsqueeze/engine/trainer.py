@@ -48,9 +48,9 @@ from ..data.progress import format_eta
 from ..models import create_model
 from ..models.batchnorm import freeze_batchnorm
 from ..models.card import Preprocess, Provenance, card_of, unwrap_model as _unwrap
-from ..models.weights import compare_keys
-from ..models.weights import load_finetune_weights
-from ..models.weights import save_model
+from ..models.weights.safe_load import compare_keys
+from ..models.weights.model_file import load_finetune_weights
+from ..models.weights.model_file import save_model
 from .accumulate import gradient_state, group_bounds, load_gradient_state, loss_share
 from .checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
 from .config import TrainConfig, config_to_dict

@@ -51,7 +51,10 @@ from torch import Tensor
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .card import Provenance
 from .recognizer import VideoRecognizer
-from .weights import compare_keys, describe_resnet, read_checkpoint, save_model, strip_prefix
+from .weights.imagenet import describe_resnet
+from .weights.model_file import save_model
+from .weights.safe_load import compare_keys, read_checkpoint, strip_prefix
+from .registry import create_model
 
 __all__ = ["SOURCES", "Conversion", "convert_state_dict", "load_official", "convert_checkpoint", "describe_conversion"]
 
@@ -252,7 +255,6 @@ def load_official(
         The model in eval mode; its card records the conversion
         (``model.card.provenance.converted_from``, see :meth:`Conversion.provenance`).
     """
-    from .registry import create_model
 
     where = str(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else "the checkpoint"
     file = Path(checkpoint).name if isinstance(checkpoint, (str, os.PathLike)) else None

@@ -37,6 +37,7 @@ from ..ops import use_backend
 from .card import ModelCard, card_of
 from .recognizer import VideoRecognizer
 from .weights.safe_load import first_line as _first_line
+from ..data.transforms import normalize_clip
 
 __all__ = [
     "WithPreprocessing",
@@ -305,8 +306,6 @@ def onnx_max_abs_diff(path: str | os.PathLike, model: nn.Module, clips: Tensor) 
     :data:`ORT_CACHE_NOTE`)."""
     onnx_model = OnnxRecognizer(path)
     if onnx_model.takes_frames:
-        from ..data.transforms import normalize_clip
-
         pre = card_of(model).preprocess
         with export_mode(model):
             expected = model(normalize_clip(clips.permute(0, 1, 4, 2, 3), pre.mean, pre.std))
@@ -353,7 +352,6 @@ class OnnxRecognizer:
             return self.run(views.permute(0, 1, 3, 4, 2).contiguous())
         if self.card is None:
             raise ValueError(f"{self.path} holds no preprocessing metadata; export it with motionsqueeze export")
-        from ..data.transforms import normalize_clip
 
         return self.run(normalize_clip(views, self.card.preprocess.mean, self.card.preprocess.std))
 

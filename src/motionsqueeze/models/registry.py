@@ -12,6 +12,7 @@ import os
 
 from .card import ModelCard
 from .recognizer import ModelConfig, VideoRecognizer, build_model
+from .weights.imagenet import load_backbone_weights
 
 __all__ = ["register_model", "create_model", "list_models", "model_config"]
 
@@ -86,7 +87,5 @@ def create_model(
     model = build_model(config)
     model.card = ModelCard.for_config(config, arch=name)
     if pretrained is not None:
-        from .weights import load_backbone_weights
-
         load_backbone_weights(model, pretrained)
     return model

@@ -36,6 +36,7 @@ from ..files import atomic_output
 from ..layers import CausalTemporalShift, MotionSqueeze, TemporalShift
 from ..layers.causal_shift import _StepIO
 from .card import card_of
+from .export import DEFAULT_OPSET, _hw, _quiet_exporters, export_mode
 
 __all__ = [
     "StreamState",
@@ -245,7 +246,6 @@ def export_step_onnx(
     flow through it). Start a stream with :func:`initial_state` (all zeros) and feed each
     ``next_*`` output back as the next call's input. Returns the state input names.
     """
-    from .export import DEFAULT_OPSET, _hw, _quiet_exporters, export_mode
 
     check_causal(model)
     h, w = _hw(size)
@@ -271,7 +271,6 @@ def step_onnx_max_abs_diff(path: str | os.PathLike, model: nn.Module, frames: Te
     logits and state of every frame (needs onnxruntime)."""
     import onnxruntime as ort
 
-    from .export import export_mode
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     inputs = [i.name for i in session.get_inputs()]

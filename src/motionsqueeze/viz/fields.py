@@ -26,7 +26,7 @@ from ..data import open_clip_source
 from ..data.transforms import normalize_clip, resize_clip
 from ..models.card import Preprocess, card_of, model_clip_indices
 from ..models.recognizer import build_model
-from ..models.weights import load_trained_model
+from ..models.weights.model_file import load_trained_model
 from .animate import save_motion_animation
 from .estimator import BlockMatching, block_matching_flow
 from .motion_grid import field_to_pixels, save_motion_grid

@@ -17,15 +17,36 @@ earlier names of :func:`read_checkpoint`, :func:`read_state_dict` and
 :func:`load_backbone_weights`, kept as aliases.
 """
 
-from . import imagenet, model_file, safe_load
-from .imagenet import *  # noqa: F403 - the package's index is its modules' __all__
-from .model_file import *  # noqa: F403
-from .safe_load import *  # noqa: F403
+from __future__ import annotations
 
+import importlib
+
+_SUBMODULES = ("safe_load", "imagenet", "model_file")
 # Earlier names, kept for existing code.
-load_checkpoint_file = read_checkpoint  # noqa: F405
-load_state_dict_file = read_state_dict  # noqa: F405
-load_pretrained_backbone = load_backbone_weights  # noqa: F405
+_ALIASES = {"load_checkpoint_file": "read_checkpoint", "load_state_dict_file": "read_state_dict",
+            "load_pretrained_backbone": "load_backbone_weights"}
 
-__all__ = [*safe_load.__all__, *imagenet.__all__, *model_file.__all__,
-           "load_checkpoint_file", "load_state_dict_file", "load_pretrained_backbone"]
+
+def _submodule_all() -> dict[str, str]:
+    """Public name -> the submodule that defines it (each submodule's ``__all__``)."""
+    found = {}
+    for sub in _SUBMODULES:
+        for name in importlib.import_module(f"{__name__}.{sub}").__all__:
+            found[name] = sub
+    return found
+
+
+def __getattr__(name: str):
+    # The index is resolved on first use, so that importing one submodule (the registry
+    # needs ``imagenet``, and ``model_file`` needs the registry) never imports the others.
+    names = _submodule_all()
+    target = _ALIASES.get(name, name)
+    if target not in names:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{names[target]}"), target)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_submodule_all()) | set(_ALIASES))

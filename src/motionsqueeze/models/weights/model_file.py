@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ... import __version__
 from ...files import DIGEST_KEY, atomic_output, tensor_digest
 from ..card import RUNTIME_FIELDS, ModelCard, Preprocess, Provenance, card_of, unwrap_model
 from ..recognizer import ModelConfig, VideoRecognizer, build_model
 from .safe_load import WeightsFileError, compare_keys, read_checkpoint, read_safetensors, read_state_dict, sniff
+from ..registry import create_model
 
 __all__ = [
     "save_model",
@@ -269,7 +270,6 @@ def load_trained_model(path: str | os.PathLike, map_location="cpu", test_segment
 
     ``test_segments``: frames per clip to run at instead of the trained count.
     """
-    from ..registry import create_model
 
     path = Path(path)
     if not path.exists():
