@@ -170,3 +170,27 @@ def test_the_command_line_answers_help_without_loading_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "train" in done.stdout and done.stdout.strip().endswith("torch not loaded")
+
+
+# docs/architecture.md, "Layers and imports": a module imports only from layers below its own.
+LAYERS = [
+    {"typed_config", "files", "top"},
+    {"ops"},
+    {"layers", "data"},
+    {"models"},
+    {"engine"},
+    {"viz"},
+    {"demo", "selftest", "cli", "__main__"},
+]
+
+
+def _layer(module: str) -> int:
+    part = module.split(".")[1] if "." in module else "top"
+    return next(i for i, names in enumerate(LAYERS) if part in names)
+
+
+def test_every_import_goes_down_the_documented_layers():
+    edges, _ = _import_graph()
+    upward = sorted(f"{a} -> {b}" for a, targets in edges.items() for b in targets
+                    if _layer(b) > _layer(a) or (_layer(a) == _layer(b) == 2 and a.split(".")[1] != b.split(".")[1]))
+    assert upward == []
