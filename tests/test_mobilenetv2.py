@@ -410,14 +410,15 @@ def _torchvision_state(seed=0):
             for k, s in _torchvision_keys().items()}
 
 
-def test_imagenet_weights_saved_by_torchvision_load(tmp_path, capsys):
+def test_imagenet_weights_saved_by_torchvision_load(tmp_path, caplog):
     state = _torchvision_state()
     path = tmp_path / "mobilenet_v2-imagenet.pth"
     torch.save(state, path)
-    model = create_model("msnet_mbv2", num_classes=5, num_segments=2, pretrained=path)
+    with caplog.at_level("INFO", logger="motionsqueeze"):
+        model = create_model("msnet_mbv2", num_classes=5, num_segments=2, pretrained=path)
     assert torch.equal(model.backbone.features[7].conv[1][0].weight, state["features.7.conv.1.0.weight"])
     assert torch.equal(model.backbone.features[18][1].running_var, state["features.18.1.running_var"])
-    printed = capsys.readouterr().out
+    printed = caplog.text
     assert "MobileNetV2 (stem width 32" in printed and "classifier.1.bias, classifier.1.weight" in printed
 
 

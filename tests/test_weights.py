@@ -35,7 +35,7 @@ def r18_file(tmp_path_factory):
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
-def test_imagenet_resnet50_initialises_the_backbone_only(tmp_path, capsys, suffix):
+def test_imagenet_resnet50_initialises_the_backbone_only(tmp_path, caplog, suffix):
     state = _imagenet_state(50)
     path = tmp_path / f"resnet50{suffix}"
     if suffix == ".pth":
@@ -45,7 +45,8 @@ def test_imagenet_resnet50_initialises_the_backbone_only(tmp_path, capsys, suffi
     torch.manual_seed(1)
     plain = create_model("msnet_r50", num_classes=10, num_segments=2)
     torch.manual_seed(1)
-    model = create_model("msnet_r50", num_classes=10, num_segments=2, pretrained=str(path))
+    with caplog.at_level("INFO", logger="motionsqueeze"):
+        model = create_model("msnet_r50", num_classes=10, num_segments=2, pretrained=str(path))
     ours = model.state_dict()
     for key, value in state.items():
         if not key.startswith("fc."):
@@ -54,7 +55,7 @@ def test_imagenet_resnet50_initialises_the_backbone_only(tmp_path, capsys, suffi
     for key, value in plain.state_dict().items():
         if not key.startswith("backbone."):
             assert torch.equal(ours[key], value), key
-    printed = capsys.readouterr().out
+    printed = caplog.text  # the summary goes to the package's logger (the CLI shows it)
     assert "ResNet-50" in printed and "23,508,032 parameters" in printed
     assert "ignored      fc.bias, fc.weight (the ImageNet classifier)" in printed
     assert "motion.res3 (70,905 parameters), fc (20,490 parameters): left at their initialisation" in printed

@@ -78,7 +78,7 @@ def create_model(
     ``motion_stages=("res2", "res3")``, ...); an unknown keyword is a ``ValueError``.
     ``pretrained`` is a local ImageNet ResNet file in torchvision's layout (``.pth`` or
     ``.safetensors``) loaded into the backbone by
-    :func:`~motionsqueeze.models.weights.load_backbone_weights`, which prints what was
+    :func:`~motionsqueeze.models.weights.load_backbone_weights`, which logs what was
     loaded; no weights are ever downloaded. The model carries a
     :class:`~motionsqueeze.models.card.ModelCard` (``model.card``: the name, the config and
     default preprocessing).

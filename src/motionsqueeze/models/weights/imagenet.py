@@ -9,6 +9,7 @@ initialisation. Nothing is ever downloaded. The normalisation such weights expec
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from ..card import card_of
 from ..recognizer import VideoRecognizer
 from ..resnet import RESNET_DEPTHS, BasicBlock
 from .safe_load import WeightsFileError, compare_keys, read_state_dict, strip_prefix
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["describe_resnet", "PretrainedReport", "load_backbone_weights"]
 
@@ -99,7 +102,7 @@ def load_backbone_weights(
     model: VideoRecognizer,
     path: str | os.PathLike,
     *,
-    log: Callable[[str], None] | None = print,
+    log: Callable[[str], None] | None = _log.info,
 ) -> PretrainedReport:
     """Initialise ``model.backbone`` from an ImageNet ResNet or MobileNetV2 file in
     torchvision's layout.
@@ -115,7 +118,8 @@ def load_backbone_weights(
     Args:
         model: the recogniser to initialise (modified in place).
         path: the weights file.
-        log: where the summary goes (``print`` by default; ``None`` for silence).
+        log: where the summary goes; by default the ``motionsqueeze.models.weights.imagenet``
+            logger at INFO (the command line shows it); ``None`` for silence.
 
     Returns:
         A :class:`PretrainedReport`.

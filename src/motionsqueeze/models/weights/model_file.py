@@ -16,6 +16,7 @@ Every file is read through :mod:`.safe_load`.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -30,6 +31,8 @@ from ..card import RUNTIME_FIELDS, ModelCard, Preprocess, Provenance, card_of, u
 from ..recognizer import ModelConfig, VideoRecognizer, build_model
 from .safe_load import WeightsFileError, compare_keys, read_checkpoint, read_safetensors, read_state_dict, sniff
 from ..registry import create_model
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "save_model",
@@ -303,13 +306,14 @@ def load_trained_model(path: str | os.PathLike, map_location="cpu", test_segment
     return model.eval()
 
 
-def load_finetune_weights(model: VideoRecognizer, path: str | os.PathLike, log=print) -> list[str]:
+def load_finetune_weights(model: VideoRecognizer, path: str | os.PathLike, log=None) -> list[str]:
     """Initialise every tensor of ``model`` from a trained model of the same architecture,
     except a classifier of another size (fine-tuning, e.g. HMDB-51 from a Kinetics MSNet).
 
     ``path`` is a model file (``.safetensors``) or a training checkpoint. Returns the names
     left at their initialisation. Any other mismatch (another depth, MotionSqueeze placement
-    or frame count) is refused before the model is touched.
+    or frame count) is refused before the model is touched. ``log`` receives the one-line
+    summary (default: this module's logger at INFO).
     """
     path = Path(path)
     given = read_state_dict(path)
@@ -325,6 +329,6 @@ def load_finetune_weights(model: VideoRecognizer, path: str | os.PathLike, log=p
     model.load_state_dict({k: v for k, v in given.items() if k not in head}, strict=False)
     kept = sum(v.numel() for k, v in given.items() if k not in head)
     note = f"; classifier {tuple(given[head[0]].shape)} -> {tuple(expected[head[0]].shape)} left at its initialisation" if head else ""
-    log(f"initialised from {path}: {kept:,} values{note}")
+    (log or _log.info)(f"initialised from {path}: {kept:,} values{note}")
     return head
 
