@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 
-from motionsqueeze import ops
 from motionsqueeze.cli import main
 from motionsqueeze.selftest import run_selftest
 
@@ -19,7 +18,8 @@ displacement_module = importlib.import_module("motionsqueeze.ops.displacement")
 @pytest.fixture
 def no_triton(monkeypatch):
     # The Triton interpreter is slow on CPU; tests/test_triton_displacement.py covers it.
-    monkeypatch.setattr(ops, "available_backends", lambda: ["auto", "reference"])
+    monkeypatch.setattr(importlib.import_module("motionsqueeze.selftest"), "available_backends",
+                        lambda: ["auto", "reference"])
 
 
 def test_selftest_passes_on_cpu(no_triton):

@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .models.card import card_of
-from .ops import displacement
-from .ops import available_backends
 from .models import create_model
+from .models.card import card_of
+from .ops import available_backends, displacement
 
 __all__ = ["Check", "SelfTestReport", "run_selftest", "TOLERANCES"]
 
