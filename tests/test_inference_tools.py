@@ -40,7 +40,8 @@ def test_selftest_catches_a_wrong_backend(monkeypatch):
         return out * torch.tensor([1.0, 1.0, 0.99], dtype=out.dtype)[:, None, None]
 
     monkeypatch.setitem(displacement_module._BACKENDS, "skewed", (skewed, lambda t: False))
-    monkeypatch.setattr(ops, "available_backends", lambda: ["reference", "skewed"])
+    monkeypatch.setattr(importlib.import_module("motionsqueeze.selftest"), "available_backends",
+                        lambda: ["reference", "skewed"])
     report = run_selftest("cpu", torch.float32)
     status = {c.name: c.status for c in report.checks}
     assert status["backend 'reference'"] == "ok" and status["backend 'skewed'"] == "FAIL"
