@@ -11,12 +11,10 @@ from .card import ModelCard, Preprocess, Provenance, card_of, unwrap_model
 from .mobilenetv2 import MobileNetV2, mobilenet_v2
 from .registry import create_model, list_models, model_config, register_model
 from .resnet import STAGE_NAMES, BasicBlock, Bottleneck, ResNet, resnet
+from .weights import load_checkpoint_file, load_pretrained_backbone, load_state_dict_file  # earlier names
 from .weights.imagenet import load_backbone_weights
 from .weights.model_file import load_model, load_trained_model, read_model_card, save_model
 from .weights.safe_load import WeightsFileError, read_checkpoint, read_state_dict
-load_checkpoint_file = read_checkpoint  # earlier name
-load_state_dict_file = read_state_dict  # earlier name
-load_pretrained_backbone = load_backbone_weights  # earlier name
 from .convert import convert_checkpoint, convert_state_dict, load_official
 from .export import export_onnx, export_program
 
