@@ -187,3 +187,21 @@ def test_msnet_training_step_under_bf16_autocast():
         loss = model(torch.randn(2, 3, 3, 64, 64)).float().logsumexp(1).sum()
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_compiled_correlation_never_asks_whether_autocast_exists(monkeypatch):
+    """torch.compile in PyTorch 2.11 cannot trace torch.amp.is_autocast_available: on a GPU
+    (2026-11-29, H200) the graph break inside the no-autocast context sent the compiled
+    reference into endless recompilation. The answer is looked up, not asked, while tracing."""
+    real = torch.amp.is_autocast_available
+
+    def untraceable(device):
+        if torch.compiler.is_compiling():
+            raise RuntimeError("is_autocast_available called while compiling")
+        return real(device)
+
+    monkeypatch.setattr(torch.amp, "is_autocast_available", untraceable)
+    f1 = torch.randn(2, 4, 6, 6, requires_grad=True)
+    f2 = torch.randn(2, 4, 6, 6, requires_grad=True)
+    compiled = torch.compile(lambda a, b: local_correlation(a, b, 3), fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(f1, f2), local_correlation(f1, f2, 3))

@@ -310,10 +310,15 @@ class _FiniteWatch:
 
 
 def _all_finite(tensors: list[torch.Tensor]) -> bool:
-    """One fused pass: 0 * x is 0 for finite x and NaN for NaN or inf."""
-    if not tensors:
-        return True
-    return bool(torch.isfinite(torch.stack([n.float() for n in torch._foreach_norm(torch._foreach_mul(tensors, 0.0))]).sum()))
+    """One fused pass per device: 0 * x is 0 for finite x and NaN for NaN or inf. (Tensors are
+    grouped by device: a CUDA model's optimiser keeps its step counts on the CPU.)"""
+    by_device: dict[torch.device, list[torch.Tensor]] = {}
+    for t in tensors:
+        by_device.setdefault(t.device, []).append(t)
+    return all(
+        bool(torch.isfinite(torch.stack([n.float() for n in torch._foreach_norm(torch._foreach_mul(group, 0.0))]).sum()))
+        for group in by_device.values()
+    )
 
 
 def _check_finite_state(model: nn.Module, optimizer, run: Path, epoch: int, step_in_epoch: int, info: DistInfo) -> None:

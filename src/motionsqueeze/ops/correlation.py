@@ -60,7 +60,16 @@ def no_autocast(device: str):
     correlation works in its inputs' dtype instead (the caller chooses it). (Devices without
     autocast, like "meta" for FLOP counting, need no guard.)
     """
-    return torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else nullcontext()
+    available = _AUTOCAST_AVAILABLE.get(device)
+    if available is None:
+        available = _AUTOCAST_AVAILABLE[device] = torch.amp.is_autocast_available(device)
+    return torch.autocast(device, enabled=False) if available else nullcontext()
+
+
+# Asked once per device type, outside any compiled region: torch.compile in some PyTorch
+# releases (2.11) cannot trace torch.amp.is_autocast_available, and the graph break it made
+# inside this context sent the compiled reference into endless recompilation on CUDA.
+_AUTOCAST_AVAILABLE: dict[str, bool] = {d: torch.amp.is_autocast_available(d) for d in ("cpu", "cuda", "meta")}
 
 
 def _band(prod: Tensor, width: int, patch_size: int, dilation: int) -> Tensor:
