@@ -49,6 +49,7 @@ from ..models import create_model
 from ..models.batchnorm import freeze_batchnorm
 from ..models.card import Preprocess, Provenance, card_of, unwrap_model as _unwrap
 from ..models.weights.safe_load import compare_keys
+from ..models.weights.imagenet import load_backbone_weights
 from ..models.weights.model_file import load_finetune_weights
 from ..models.weights.model_file import save_model
 from .accumulate import gradient_state, group_bounds, load_gradient_state, loss_share
@@ -90,10 +91,9 @@ class TrainResult:
 
 
 def build_model_from_config(cfg: TrainConfig, num_classes: int, log=_log.info) -> nn.Module:
-    kwargs = dict(cfg.model.options)
-    if cfg.model.pretrained:
-        kwargs["pretrained"] = cfg.model.pretrained
-    model = create_model(cfg.model.arch, num_classes=num_classes, num_segments=cfg.data.num_segments, **kwargs)
+    model = create_model(cfg.model.arch, num_classes=num_classes, num_segments=cfg.data.num_segments, **cfg.model.options)
+    if cfg.model.pretrained:  # loaded here, so that what was loaded goes to the run's log
+        load_backbone_weights(model, cfg.model.pretrained, log=log)
     if cfg.model.init_from:
         load_finetune_weights(model, cfg.model.init_from, log=log)
     return model
