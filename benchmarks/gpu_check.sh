@@ -4,7 +4,8 @@
 #   2. benchmarks/displacement.py at the ResNet-50 shapes, fp32 and bf16, then the kernel's
 #      launch settings tried side by side, the compiled reference, and the kernel's resources;
 #   3. benchmarks/throughput.py for tsm/msnet r50 and r18 at 8 frames: training step and
-#      inference, bf16 and fp32, eager; then compiled r50 with the time that is left.
+#      inference, bf16 and fp32, eager; then compiled r50 with the time that is left, and the
+#      operators that take its training step (--profile).
 # Every step has its own time limit, so one that hangs or fails leaves the others their time.
 # Usage, from the repository root on the GPU machine (the code is used from src/, not installed):
 #   OUT=gpu-check bash benchmarks/gpu_check.sh        # logs under $OUT, a summary on stdout
@@ -65,6 +66,8 @@ for ws in "4 1" "8 1" "4 2"; do  # 4 1: the default, timed again
     step "kernel-w$1-s$2" 40 python3 displacement.py --backends triton --shapes 56x64x28x28 \
         --dtypes bf16,fp32 --num-warps "$1" --num-stages "$2"
 done
+# backward time against map size (2026-11-29: 4x the pixels from 28x28 to 56x56 cost 30x)
+step kernel-scaling 60 python3 displacement.py --backends triton --shapes 56x64x28x28,56x64x40x40,56x64x48x48,56x64x56x56 --dtypes bf16
 step displacement-compiled 120 python3 displacement.py --backends reference,compiled --shapes 56x64x28x28
 step resources 40 python3 displacement.py --resources
 
@@ -72,9 +75,9 @@ step resources 40 python3 displacement.py --resources
 step throughput-eager 150 python3 throughput.py --models tsm_r50,msnet_r50,tsm_r18,msnet_r18 \
     --frames 8 --precisions bf16,fp32 --modes eager --memory-formats channels_last
 step throughput-compile 600 python3 throughput.py --models tsm_r50,msnet_r50 --frames 8 \
-    --precisions bf16 --modes compile --memory-formats channels_last
+    --precisions bf16 --modes compile --memory-formats channels_last --profile
 cd ..
 
 echo "== done after $(( $(date +%s) - START ))s" | tee -a "$LOG"
 # The tables, for the call's output tail
-grep -vE "^(Warning|  warnings|W[0-9]{4} )" "$LOG" | grep -A40 -E "^(displacement, P|training step|single-clip|inference:|kernels for)" | cut -c1-160 | tail -150
+grep -vE "^(Warning|  warnings|W[0-9]{4} )" "$LOG" | grep -A40 -E "^(displacement, P|training step|single-clip|inference:|kernels for|profile,)" | cut -c1-160 | tail -150

@@ -43,6 +43,9 @@ def parse_args(argv=None):
     p.add_argument("--repeat", type=int, default=None, help="timed runs (default 20 CUDA, 3 CPU)")
     p.add_argument("--no-train", action="store_true", help="skip the training steps")
     p.add_argument("--no-inference", action="store_true", help="skip single-clip inference")
+    p.add_argument("--profile", action="store_true",
+                   help="also print the 25 costliest operators of 3 training steps of each model "
+                        "(torch.profiler, first precision/mode/format given)")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="also time inference replayed from a captured CUDA graph")
     return p.parse_args(argv)
@@ -159,6 +162,47 @@ def bench_inference(args, device, timer, settings):
     return times
 
 
+def profile_training(args, device, settings):
+    """The operators that take a training step's time, per model (one setting each)."""
+    import torch
+    import torch.nn.functional as F
+    from torch.profiler import ProfilerActivity, profile
+
+    from motionsqueeze.engine.step import autocast_context
+
+    seen = set()
+    for name, frames, precision, mode, layout in settings:
+        if name in seen:
+            continue
+        seen.add(name)
+        channels_last = layout == "channels_last"
+        model = _build(name, frames, args, device, channels_last).train()
+        net = torch.compile(model) if mode == "compile" else model
+        clips = _clips(args.batch, frames, args, device, channels_last)
+        labels = torch.randint(0, args.classes, (args.batch,), device=device)
+        amp = "bf16" if precision == "bf16" else "none"
+
+        def step():
+            model.zero_grad(set_to_none=True)
+            with autocast_context(amp, torch.device(device)):
+                loss = F.cross_entropy(net(clips).float(), labels)
+            loss.backward()
+
+        for _ in range(3):
+            step()
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+        with profile(activities=activities) as prof:
+            for _ in range(3):
+                step()
+            if device == "cuda":
+                torch.cuda.synchronize()
+        key = "cuda_time_total" if device == "cuda" else "cpu_time_total"
+        print(f"\nprofile, 3 training steps of {name} ({frames} frames, {precision}, {mode}, {layout}):")
+        print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=70))
+        del net, model
+        torch._dynamo.reset()
+
+
 def print_ratios(title, times):
     rows = []
     for (name, *rest), ms in sorted(times.items(), key=lambda kv: [str(v) for v in kv[0]]):
@@ -189,6 +233,8 @@ def main(argv=None) -> int:
     infer = {} if args.no_inference else bench_inference(args, device, timer, settings)
     print_ratios("training step", train)
     print_ratios("inference", infer)
+    if args.profile:
+        profile_training(args, device, settings)
     return 0
 
 
