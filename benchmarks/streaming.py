@@ -20,10 +20,18 @@ the other jobs too (and with 2 threads, every operator waits until both of its t
 core), while the CPU time of a 1-thread run stays close to what the frame costs on an idle
 core. Nothing is asserted.
 
+``--profile K`` then runs one more stretch of ``--frames-per-round`` frames per model under
+torch.profiler and prints, per model, the K operators with the most self CPU time per frame
+and where a frame's time goes: operators inside ``MotionSqueeze.step``, the other operators
+(backbone, classifier, the window of logits), and what is left of the step's wall time, the
+Python of the step and its state handling. The profiler adds a few microseconds per
+operator, so these times are above the timed ones; read them as shares.
+
 Usage::
 
     python benchmarks/streaming.py                                   # 224x224, 2 threads
     python benchmarks/streaming.py --models tsm_tiny,msnet_tiny --size 64 --rounds 1   # smoke run
+    python benchmarks/streaming.py --models tsm_tiny,msnet_tiny --threads 1 --profile 12  # where the time goes
 """
 
 from __future__ import annotations
@@ -48,7 +56,54 @@ def parse_args(argv=None):
     p.add_argument("--classes", type=int, default=174, help="classifier outputs (default 174)")
     p.add_argument("--module-path", action="store_true",
                    help="also time each MSNet's step through its modules and the clip displacement backend")
+    p.add_argument("--profile", type=int, default=0, metavar="K",
+                   help="also profile the step of each model and print its K costliest operators (default 0: off)")
     return p.parse_args(argv)
+
+
+def profile_steps(streams: dict, frames, top: int) -> None:
+    """Profile ``len(frames)`` steps of each stream; print the costliest operators per frame
+    and the split of a frame's time (see the module docstring)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from motionsqueeze.layers import MotionSqueeze
+
+    real_step = MotionSqueeze.step
+
+    def marked_step(self, *args, **kwargs):
+        with record_function("MotionSqueeze.step"):
+            return real_step(self, *args, **kwargs)
+
+    split = []
+    MotionSqueeze.step = marked_step
+    try:
+        for name, stream in streams.items():
+            n = len(frames)
+            with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+                t0 = time.perf_counter()
+                for f in frames:
+                    stream.step(f)
+                wall = (time.perf_counter() - t0) * 1e3 / n
+            events = prof.key_averages()
+            ops = [e for e in events if e.key.startswith("aten::")]
+            ops.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+            total = sum(e.self_cpu_time_total for e in ops) / 1e3 / n
+            print(f"\n{name} causal: costliest operators (self CPU time per frame, profiled)")
+            print_table(["operator", "calls / frame", "self ms / frame", "share of operators"],
+                        [[e.key, f"{e.count / n:.0f}", f"{e.self_cpu_time_total / 1e3 / n:.3f}",
+                          f"{100 * e.self_cpu_time_total / 1e3 / n / total:.1f}%"] for e in ops[:top]])
+            ms = sum(e.cpu_time_total for e in events if e.key == "MotionSqueeze.step") / 1e3 / n
+            ms_own = sum(e.self_cpu_time_total for e in events if e.key == "MotionSqueeze.step") / 1e3 / n
+            calls = sum(e.count for e in ops) / n
+            split.append([f"{name} causal", f"{wall:.2f}", f"{calls:.0f}", f"{total - (ms - ms_own):.2f}",
+                          f"{ms - ms_own:.2f}", f"{wall - total - ms_own:.2f}", f"{ms_own:.2f}"])
+    finally:
+        MotionSqueeze.step = real_step
+    print("\nWhere a profiled frame's time goes (ms per frame; the profiler's own cost is in every column)")
+    print_table(["model", "step (wall)", "operators / frame", "operators outside MotionSqueeze",
+                 "operators in MotionSqueeze.step", "Python and state handling outside MotionSqueeze",
+                 "Python in MotionSqueeze.step"], split)
 
 
 
@@ -135,6 +190,8 @@ def main(argv=None) -> None:
         print("\nMSNet time / TSM time (same backbone)")
         print_table(["backbone", "step (wall)", "whole clip (wall)", "step (CPU)",
                      "step (wall, fastest frame)", "step (CPU, fastest frame)"], pairs)
+    if args.profile:
+        profile_steps(streams, frames[1:], args.profile)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import torch
 
 from motionsqueeze.layers import MotionSqueeze
 from motionsqueeze.ops import displacement_reference
-from motionsqueeze.ops.displacement_step import displacement_pair, pair_path_applies
+from motionsqueeze.ops.displacement_step import displacement_pair, displacement_prepared, pair_features, pair_path_applies
 from naive import naive_displacement
 
 
@@ -72,8 +72,8 @@ def test_motion_squeeze_step_takes_the_pair_path_for_eager_inference_only(monkey
     import motionsqueeze.layers.motion_squeeze as ms_module
 
     calls = []
-    real = ms_module.displacement_pair
-    monkeypatch.setattr(ms_module, "displacement_pair", lambda *a: calls.append(1) or real(*a))
+    real = ms_module.displacement_prepared
+    monkeypatch.setattr(ms_module, "displacement_prepared", lambda *a: calls.append(1) or real(*a))
     torch.manual_seed(0)
     ms = MotionSqueeze(8, reduced_channels=4, patch_size=5, num_segments=2, causal=True).eval()
     x, prev = torch.randn(2, 8, 6, 7), torch.randn(2, 4, 6, 7)
@@ -126,3 +126,61 @@ def test_folded_batchnorm_follows_new_weights_and_stays_out_of_the_state_dict():
     ms64 = ms.double()  # .to() replaces the tensors
     with torch.no_grad():
         assert ms64.step(x.double(), prev.double())[0].dtype == torch.float64
+
+
+@pytest.mark.parametrize("tau,dtype,tol", [
+    (100.0, torch.float32, 5e-6),  # exponents shifted, no floor needed (tau <= 120)
+    (150.0, torch.float64, 1e-10),  # exponents floored at -60, as in the "cpu" backend
+    (150.0, torch.float32, 2e-5),  # float32 logits of 150 carry ~1e-5 of rounding
+    (-3.0, torch.float64, 1e-10),  # a negative temperature: the general path
+])
+def test_prepared_features_give_the_reference_on_both_softmax_paths(tau, dtype, tol):
+    g = torch.Generator().manual_seed(7)
+    f1, f2 = (torch.randn(2, 6, 17, 19, generator=g, dtype=dtype) for _ in range(2))
+    pa, pb = pair_features(f1, 15), pair_features(f2, 15)
+    assert pa.shape == (2, 17 + 14, 19 + 14, 6)
+    assert torch.equal(pa[:, :7], torch.zeros_like(pa[:, :7])) and torch.equal(pa[:, :, -7:], torch.zeros_like(pa[:, :, -7:]))
+    got = displacement_prepared(pa, pb, 15, 5.0, tau)
+    assert got.shape == (2, 3, 17, 19) and got.is_contiguous(memory_format=torch.channels_last)
+    want = displacement_reference(f1.double(), f2.double(), 15, 5.0, tau, True)
+    torch.testing.assert_close(got.double(), want, rtol=0, atol=tol)
+    torch.testing.assert_close(displacement_pair(f1, f2, 15, 5.0, tau), got, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="pair_features"):
+        displacement_prepared(pa, pb[:, :-1], 15)
+
+
+def test_motion_squeeze_step_reuses_the_prepared_previous_frame_only_while_it_is_unchanged(monkeypatch):
+    import motionsqueeze.layers.motion_squeeze as ms_module
+
+    prepared = []
+    real = ms_module.pair_features
+    monkeypatch.setattr(ms_module, "pair_features", lambda f, p: prepared.append(f) or real(f, p))
+    torch.manual_seed(0)
+    ms = MotionSqueeze(8, reduced_channels=4, patch_size=5, num_segments=2, causal=True).eval()
+    for m in ms.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.normal_(m.running_mean, 0.0, 0.3)
+    xs = torch.randn(3, 2, 8, 9, 10)
+
+    def module_path(x, prev):
+        ms.backend = "reference"
+        try:
+            return ms.step(x, prev)[0]
+        finally:
+            ms.backend = "auto"
+
+    memo = {}
+    with torch.no_grad():
+        out0, f0 = ms.step(xs[0], None, None, memo)  # first frame: zero map, nothing matched
+        torch.testing.assert_close(out0, module_path(xs[0], None), rtol=0, atol=1e-5)
+        assert len(prepared) == 1 and memo["features"] is f0
+        out1, f1 = ms.step(xs[1], f0, None, memo)  # f0's prepared form comes from the memo
+        assert len(prepared) == 2 and prepared[-1] is f1
+        torch.testing.assert_close(out1, module_path(xs[1], f0), rtol=0, atol=1e-5)
+        f1.mul_(0.5)  # changed in place: prepared again
+        out2, _ = ms.step(xs[2], f1, None, memo)
+        assert len(prepared) == 4 and prepared[-1] is f1
+        torch.testing.assert_close(out2, module_path(xs[2], f1), rtol=0, atol=1e-5)
+        other = f0.clone()  # another tensor: prepared again
+        ms.step(xs[2], other, None, memo)
+        assert len(prepared) == 6 and prepared[-1] is other

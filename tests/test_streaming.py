@@ -12,6 +12,7 @@ from motionsqueeze.layers import CausalTemporalShift, MotionSqueeze, causal_temp
 from motionsqueeze.models import create_model, list_models, load_model, save_model
 from motionsqueeze.models.streaming import (
     StreamingRecognizer,
+    StreamState,
     clip_frame_logits,
     initial_state,
     stream_step,
@@ -118,6 +119,31 @@ def test_stream_step_batches_streams_and_zero_state_equals_a_fresh_start():
         for f in frames:
             s = single.step(f[1])
     torch.testing.assert_close(s, a[1], atol=1e-5, rtol=0)
+
+
+def test_state_cache_serves_one_model_and_a_window_inside_the_map_streams_exactly():
+    # At 128 x 128 the MotionSqueeze map of msnet_tiny is 16 x 16: the 15 x 15 window lies
+    # inside the map, the case of a real stream (28 x 28 at 224), for every frame after the first.
+    torch.manual_seed(0)
+    a = _randomise(create_model("msnet_tiny_causal", num_classes=4, num_segments=3))
+    torch.manual_seed(1)
+    b = _randomise(create_model("msnet_tiny_causal", num_classes=4, num_segments=3))
+    clip = torch.randn(1, 3, 3, 128, 128)
+    with torch.no_grad():
+        expected = clip_frame_logits(a, clip)[0]
+        state, got = None, []
+        for f in clip[0]:
+            _, logits, state = stream_step(a, f[None], state)
+            got.append(logits[0])
+        torch.testing.assert_close(torch.stack(got), expected, atol=1e-5, rtol=0)
+        # The state remembers a's shift slots and the prepared form of its motion features...
+        assert state.cache["slots"] and state.cache["motion"][0]["features"] is state.motion[0]
+        # ...which model b, handed the same state, does not take for its own.
+        x = torch.randn(1, 3, 128, 128)
+        bare = StreamState.from_tensors(state.tensors(), len(state.shift), len(state.motion))
+        from_b = stream_step(b, x, state)[1]
+        assert torch.equal(from_b, stream_step(b, x, bare)[1])
+        assert not torch.allclose(from_b, stream_step(a, x, state)[1], atol=1e-3)
 
 
 def test_non_causal_models_are_refused_with_what_to_do():

@@ -35,7 +35,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from ..ops import displacement
 from ..ops.correlation import check_patch_size
-from ..ops.displacement_step import displacement_pair, pair_path_applies
+from ..ops.displacement_step import displacement_prepared, pair_features, pair_path_applies
 from .temporal_shift import check_segments
 
 __all__ = ["MotionSqueeze", "FeatureTransform"]
@@ -177,7 +177,9 @@ class MotionSqueeze(nn.Module):
             padded = torch.cat([d, last], dim=1).flatten(0, 1)  # (N*T, 3, H, W)
         return x + self.flow_refinement(padded), d
 
-    def step(self, x: Tensor, prev: Tensor | None, has_prev: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def step(
+        self, x: Tensor, prev: Tensor | None, has_prev: Tensor | None = None, memo: dict | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Causal output for one frame per clip.
 
         Args:
@@ -187,6 +189,10 @@ class MotionSqueeze(nn.Module):
             has_prev: ``(N,)`` or a scalar, 1 where ``prev`` holds a real frame and 0 where
                 not (the zero map of the first frame); taken as 1 when ``prev`` is given and
                 this is ``None``.
+            memo: a dict the caller keeps for this stream and stage from one call to the next
+                (or ``None``): the eager CPU path leaves in it the normalised form of the
+                features it returns, and uses it at the next call if ``prev`` is that same
+                tensor, unchanged, instead of normalising ``prev`` again.
 
         Returns:
             ``(output (N, C, H, W), reduced features of frame t (N, C', H, W))``.
@@ -197,24 +203,36 @@ class MotionSqueeze(nn.Module):
         # BatchNorm folded into the convolutions, channels-last feature transformation, and
         # the one-pair displacement. Same function; autograd, export and training take the
         # modules as they are.
-        fast = self.backend == "auto" and not self.training and pair_path_applies(x)
-        if fast:
-            reduction, transform = self._folded()
-            f = _run_folded(x, reduction)
-        else:
-            f = self.chnl_reduction(x)
+        if self.backend == "auto" and not self.training and pair_path_applies(x):
+            return self._fast_step(x, prev, has_prev, memo)
+        f = self.chnl_reduction(x)
         if prev is None:
             prev, has_prev = torch.zeros_like(f), torch.zeros((), dtype=f.dtype, device=f.device)
-        if fast:
-            d = displacement_pair(prev, f, self.patch_size, self.sigma, self.temperature)
-        else:
-            d = displacement(prev, f, self.patch_size, self.sigma, self.temperature, backend=self.backend)
+        d = displacement(prev, f, self.patch_size, self.sigma, self.temperature, backend=self.backend)
         if has_prev is not None:
             d = d * has_prev.to(d.dtype).reshape(-1, 1, 1, 1)
-        if fast:
-            motion = _run_folded(d.contiguous(memory_format=torch.channels_last), transform)
-            return x + motion.contiguous(), f
         return x + self.flow_refinement(d), f
+
+    def _fast_step(self, x: Tensor, prev: Tensor | None, has_prev: Tensor | None, memo: dict | None) -> tuple[Tensor, Tensor]:
+        """:meth:`step` in eager CPU inference: folded BatchNorm, prepared features
+        (:func:`~motionsqueeze.ops.displacement_step.pair_features`, kept in ``memo``), the
+        displacement in channels-last memory straight into the channels-last transformation."""
+        reduction, transform = self._folded()
+        f = _run_folded(x, reduction)
+        pb = pair_features(f, self.patch_size)
+        if prev is None:  # first frame: a zero map, nothing to match
+            n, _, h, w = f.shape
+            d = pb.new_zeros(n, h, w, 3).permute(0, 3, 1, 2)
+        else:
+            seen = memo is not None and memo.get("features") is prev and memo.get("version") == prev._version
+            pa = memo["prepared"] if seen else pair_features(prev, self.patch_size)
+            d = displacement_prepared(pa, pb, self.patch_size, self.sigma, self.temperature)  # channels-last
+            if has_prev is not None:
+                d.mul_(has_prev.to(d.dtype).reshape(-1, 1, 1, 1))
+        if memo is not None:
+            memo.update(features=f, version=f._version, prepared=pb)
+        motion = _run_folded(d.to(x.dtype), transform)
+        return x + motion, f  # laid out as x
 
     def _folded(self) -> tuple[list, list]:
         """``chnl_reduction`` and ``flow_refinement`` with BatchNorm folded in, for

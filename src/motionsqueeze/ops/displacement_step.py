@@ -7,18 +7,23 @@ pairs, autograd), and on one pair most of its time goes to per-operator overhead
 reductions with index tracking. :func:`displacement_pair` computes the same function as
 :func:`~motionsqueeze.ops.displacement_reference` (tested against it) with few operators:
 
-* correlation: the second map is L2-normalised and zero-padded by r = (P-1)/2 cells once, so
-  that cells off the map score exactly 0, as in the reference. The P padded rows that row y
-  of the first map is matched with are P * (W + 2r) consecutive cells, i.e. one strided
-  view, so one batched matrix product per stream, ``(H, P * (W + 2r), C) x (H, C, W)``,
-  scores every row pair; the window is another strided view of the products (element
-  (x + dx, x) of a row-major matrix with rows one element longer lies on a row), copied once
-  by the ReLU into ``(N, P_dy, P_dx, H*W)``: candidates outer, pixels inner;
+* features (:func:`pair_features`): each map is L2-normalised once into a zero border of
+  r = (P-1)/2 cells, channels innermost, ``(N, H + 2r, W + 2r, C)``, so that cells off the
+  map score exactly 0, as in the reference. A stream prepares frame t once and matches it as
+  the later map now and as the earlier map (its interior) at the next frame;
+* correlation: the P padded rows that row y of the first map is matched with are
+  P * (W + 2r) consecutive cells, i.e. one strided view, so one batched matrix product per
+  stream, ``(H, P * (W + 2r), C) x (H, C, W)``, scores every row pair; the window is another
+  strided view of the products (element (x + dx, x) of a row-major matrix with rows one
+  element longer lies on a row), copied once by the ReLU into ``(N, P_dy, P_dx, H*W)``:
+  candidates outer, pixels inner;
 * kernel-soft-argmax in that layout, where every reduction over the candidates runs along
   contiguous pixel vectors: the first argmax (torch.max with indices is slow over the whole
   window) comes from the per-row maxima, the first row holding the maximum, then the first
   column of that row holding it; the Gaussian factors are looked up in a ``(P, P)`` table
-  cached per window size and width; the expectations come from the two marginals.
+  cached per window size and width and applied in place (row factor, then column factor
+  fused with the shift by the largest logit); the softmax sum and the two expectations are
+  two small matrix products with the exponentials (over dx, then over dy).
 
 No gradient: under autograd, tracing, export or for non-CPU tensors call
 :func:`~motionsqueeze.ops.displacement` instead (:func:`pair_path_applies` says when this
@@ -30,16 +35,19 @@ from __future__ import annotations
 import functools
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .correlation import check_pair, check_patch_size
 from .displacement import l2_normalize
 from .tracing import recording
 
-__all__ = ["displacement_pair", "pair_path_applies"]
+__all__ = ["displacement_pair", "displacement_prepared", "pair_features", "pair_path_applies"]
 
-EXP_FLOOR = -60.0  # softmax exponents below this are raised to it: no subnormal floats
+# exp() of less than about -87 is a subnormal float, and exp and sums over subnormals run
+# 50-100x slower on x86 CPUs: softmax exponents stay above EXP_FLOOR (as in the "cpu" backend,
+# which raises lower ones to it), and below EXP_SPAN (e^60 ~ 1e26: sums of P*P terms stay finite).
+EXP_FLOOR = -60.0
+EXP_SPAN = 60.0
 
 
 def pair_path_applies(f: Tensor) -> bool:
@@ -48,33 +56,58 @@ def pair_path_applies(f: Tensor) -> bool:
     return f.device.type == "cpu" and f.is_floating_point() and not torch.is_grad_enabled() and not recording()
 
 
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 @functools.lru_cache(maxsize=16)
-def _constants(p: int, sigma: float, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+def _constants(p: int, sigma: float, tau: float, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, ...]:
     """Per window size: ``(P, P)`` Gaussian factors ``exp(-(k - i)^2 / 2 sigma^2)`` (row k,
-    centre i) and ``(P, 1)`` offsets / r of the window rows and columns, ``-1 .. 1``."""
+    centre i), and the same times tau; ``EXP_SPAN`` as a tensor; the moments of the window's exponentials in two sums of P terms each (a
+    single sum of P*P float32 terms loses ~1e-5): ``(2, P)`` over dx, the ones and the
+    column offsets / r, then ``(3, 2P)`` over dy of those, giving ``sum e``, ``sum e * dx / r``
+    (u) and ``sum e * dy / r`` (v); offsets run ``-1 .. 1``."""
     k = torch.arange(p, dtype=torch.float64)
     gauss = torch.exp(-((k.view(p, 1) - k.view(1, p)) ** 2) / (2.0 * sigma**2))
     r = max((p - 1) / 2, 1.0)  # P = 1: the only offset is 0
-    offsets = ((k - (p - 1) / 2) / r).view(p, 1)
-    return gauss.to(dtype=dtype, device=device), offsets.to(dtype=dtype, device=device)
+    offsets = (k - (p - 1) / 2) / r
+    over_dx = torch.stack((torch.ones(p, dtype=torch.float64), offsets))
+    over_dy = torch.zeros(3, p, 2, dtype=torch.float64)  # columns (dy, [sum, sum * dx])
+    over_dy[0, :, 0], over_dy[1, :, 1], over_dy[2, :, 0] = 1.0, 1.0, offsets
+    span = torch.tensor(EXP_SPAN, dtype=torch.float64)
+    return tuple(t.to(dtype=dtype, device=device) for t in (gauss, gauss * tau, over_dx, over_dy.view(3, 2 * p), span))
 
 
-def _normalized(f: Tensor) -> Tensor:
-    """``(N, C, H, W)`` -> channels-innermost ``(N, H, W, C)``, ``f / sqrt(sum f^2 + eps)``."""
-    return l2_normalize(f.permute(0, 2, 3, 1), dim=-1)
+def pair_features(f: Tensor, patch_size: int) -> Tensor:
+    """The form in which :func:`displacement_prepared` matches a map.
+
+    Args:
+        f: ``(N, C, H, W)`` features.
+        patch_size: P, odd.
+
+    Returns:
+        ``(N, H + 2r, W + 2r, C)``, r = (P-1)/2: ``f / sqrt(sum_c f^2 + eps)`` with channels
+        innermost (float32 for half-precision ``f``), zeros on the border of r cells.
+    """
+    check_patch_size(patch_size)
+    n, c, h, w = f.shape
+    r = (patch_size - 1) // 2
+    out = f.new_zeros(n, h + 2 * r, w + 2 * r, c, dtype=_work_dtype(f.dtype))
+    out[:, r : r + h, r : r + w].permute(0, 3, 1, 2).copy_(l2_normalize(f.to(out.dtype), dim=1))
+    return out
 
 
-def _window_scores(a: Tensor, b: Tensor, p: int) -> Tensor:
-    """Rectified correlation ``(N, P_dy, P_dx, H*W)`` of two ``(N, H, W, C)`` maps."""
-    n, h, w, c = a.shape
+def _window_scores(pa: Tensor, pb: Tensor, p: int) -> Tensor:
+    """Rectified correlation ``(N, P_dy, P_dx, H*W)`` of two prepared maps."""
+    n, hp, wp, c = pa.shape
     r = (p - 1) // 2
-    wp = w + 2 * r
-    bp = F.pad(b, (0, 0, r, r, r, r)).contiguous()  # (N, H + 2r, Wp, C), zeros off the map
-    prod = a.new_empty(n, h, p * wp, w)
-    s = a.new_empty(n, p, p, h, w)
+    h, w = hp - 2 * r, wp - 2 * r
+    a = pa[:, r : r + h, r : r + w]  # the first map, (N, H, W, C) with padded strides
+    prod = pa.new_empty(n, h, p * wp, w)
+    s = pa.new_empty(n, p, p, h, w)
     for i in range(n):
         # Row y of a meets padded rows y .. y + P - 1 of b: P * Wp consecutive cells.
-        rows = bp[i].as_strided((h, p * wp, c), (wp * c, c, 1))
+        rows = pb[i].as_strided((h, p * wp, c), (wp * c, c, 1))
         torch.bmm(rows, a[i].transpose(1, 2), out=prod[i])
         # prod[y, dy * Wp + x + dx, x] scores pixel (y, x) at offset (dy, dx) - r.
         window = prod[i].as_strided((p, p, h, w), (wp * w, w, p * wp * w, w + 1))
@@ -82,29 +115,66 @@ def _window_scores(a: Tensor, b: Tensor, p: int) -> Tensor:
     return s.view(n, p, p, h * w)
 
 
-def _soft_argmax(s: Tensor, sigma: float, tau: float) -> Tensor:
-    """Kernel-soft-argmax of rectified scores ``(N, P_dy, P_dx, L)`` -> ``(N, 3, L)``
-    [u, v, conf]; every reduction runs over outer dimensions, vectorised along L."""
+def _soft_argmax(s: Tensor, sigma: float, tau: float, out: Tensor) -> None:
+    """Kernel-soft-argmax of rectified scores ``(N, P_dy, P_dx, L)`` into ``out``
+    ``(N, 3, L)`` [u, v, conf] (any strides); ``s`` is overwritten. Every reduction runs
+    over outer dimensions, vectorised along L."""
     n, p, _, length = s.shape
-    gauss, offsets = _constants(p, sigma, s.dtype, s.device)
+    gauss, gauss_tau, over_dx, over_dy, span = _constants(p, sigma, tau, s.dtype, s.device)
     # torch.max with indices, slow on the whole window, runs on the (P, L) row maxima and one
     # row: the first row holding the maximum, then the first column of that row holding it
     # (first index on ties, as over the dy-major window).
     conf, iy = s.amax(2).max(1)  # (N, L)
     row = torch.gather(s, 1, iy.view(n, 1, 1, length).expand(n, 1, p, length)).squeeze(1)
     ix = row.max(1).indices  # (N, L); argmax over dim 1 is several times slower
-    gy = torch.index_select(gauss, 1, iy.view(-1)).view(p, n, length).transpose(0, 1).mul(tau)
+    gy = torch.index_select(gauss_tau, 1, iy.view(-1)).view(p, n, length).transpose(0, 1)
     gx = torch.index_select(gauss, 1, ix.view(-1)).view(p, n, length).transpose(0, 1)
-    logits = (gy.unsqueeze(2) * gx.unsqueeze(1)).mul_(s)  # (N, P_dy, P_dx, L): tau * g * S
-    # The largest logit is tau * conf for tau >= 0 (g = 1 at the argmax, g <= 1 and
-    # 0 <= S <= conf elsewhere); exponents floored as in the "cpu" backend.
-    top = tau * conf.view(n, 1, 1, length) if tau >= 0 else logits.amax((1, 2), keepdim=True)
-    e = logits.sub_(top).clamp_(min=EXP_FLOOR).exp_()
-    ex, ey = e.sum(1), e.sum(2)  # marginals over dy and dx: (N, P_dx, L), (N, P_dy, L)
-    z = ex.sum(1)
-    u = (ex * offsets).sum(1) / z
-    v = (ey * offsets).sum(1) / z
-    return torch.stack((u, v, conf), 1)
+    logits = s.mul_(gy.unsqueeze(2))
+    if 0 <= tau <= EXP_SPAN - EXP_FLOOR:
+        # Shifted by tau * conf - EXP_SPAN instead of the largest logit tau * conf (g = 1 at
+        # the argmax, g <= 1 and 0 <= S <= conf elsewhere): the exponents then lie in
+        # [EXP_SPAN - tau * conf, EXP_SPAN], finite and, as S <= 1 for normalised features,
+        # above EXP_FLOOR, so no pass is needed to floor them; one fused pass applies the
+        # column factor and the shift.
+        torch.addcmul(torch.add(span, conf.view(n, 1, 1, length), alpha=-tau), logits, gx.unsqueeze(1), out=logits)
+    else:
+        logits.mul_(gx.unsqueeze(1))
+        logits.sub_(logits.amax((1, 2), keepdim=True)).clamp_min_(EXP_FLOOR)
+    e = logits.exp_().view(n * p, p, length)
+    per_row = torch.matmul(over_dx, e).view(n, 2 * p, length)  # per dy: sum e, sum e * dx
+    sums = torch.matmul(over_dy, per_row)  # (N, 3, L): sum e, sum e * dx, sum e * dy
+    torch.div(sums[:, 1:], sums[:, :1], out=out[:, :2])  # z >= 1: the largest term is e^0
+    out[:, 2].copy_(conf)
+
+
+def displacement_prepared(
+    pa: Tensor, pb: Tensor, patch_size: int = 15, sigma: float = 5.0, temperature: float = 100.0
+) -> Tensor:
+    """:func:`displacement_pair` of two maps already in :func:`pair_features` form.
+
+    Args:
+        pa, pb: ``pair_features`` of frames t-1 and t (same patch size), ``(N, H + 2r, W + 2r, C)``.
+
+    Returns:
+        ``(N, 3, H, W)`` in the dtype of ``pa``, stored channels-last (``torch.channels_last``):
+        u, v in [-1, 1] and the confidence.
+    """
+    check_patch_size(patch_size)
+    if not sigma > 0:
+        raise ValueError(f"sigma must be positive (cells), got {sigma}")
+    r = (patch_size - 1) // 2
+    if pa.dim() != 4 or pa.shape != pb.shape or pa.shape[1] <= 2 * r or pa.shape[2] <= 2 * r:
+        raise ValueError(
+            f"expected two maps prepared by pair_features(f, {patch_size}), (N, H + {2 * r}, W + {2 * r}, C), "
+            f"got shapes {tuple(pa.shape)} and {tuple(pb.shape)}"
+        )
+    n, hp, wp, _ = pa.shape
+    h, w = hp - 2 * r, wp - 2 * r
+    out = pa.new_empty(n, h, w, 3)
+    with torch.no_grad():
+        s = _window_scores(pa, pb, patch_size)
+        _soft_argmax(s, float(sigma), float(temperature), out.view(n, h * w, 3).transpose(1, 2))
+    return out.permute(0, 3, 1, 2)
 
 
 def displacement_pair(
@@ -122,11 +192,6 @@ def displacement_pair(
     """
     check_pair(f1, f2)
     check_patch_size(patch_size)
-    if not sigma > 0:
-        raise ValueError(f"sigma must be positive (cells), got {sigma}")
-    work = torch.float32 if f1.dtype in (torch.float16, torch.bfloat16) else f1.dtype
-    n, _, h, w = f1.shape
     with torch.no_grad():
-        s = _window_scores(_normalized(f1.to(work)), _normalized(f2.to(work)), patch_size)
-        out = _soft_argmax(s, float(sigma), float(temperature))
-    return out.view(n, 3, h, w).to(f1.dtype)
+        d = displacement_prepared(pair_features(f1, patch_size), pair_features(f2, patch_size), patch_size, sigma, temperature)
+    return d.to(f1.dtype)
