@@ -61,6 +61,67 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def step_arithmetic(streams: dict, frame) -> None:
+    """Per model, what one step computes: FLOPs of the matrix products and convolutions
+    (``torch.utils.flop_counter``, 2 per multiply-add), operator calls (views excluded) and
+    bytes written by them, in all and inside ``MotionSqueeze.step``; then MSNet / TSM for each."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from motionsqueeze.layers import MotionSqueeze
+
+    class Writes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = self.bytes = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if not func.is_view:
+                self.calls += 1
+                self.bytes += sum(t.numel() * t.element_size() for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor))
+            return out
+
+    real_step = MotionSqueeze.step
+    inside = {}
+
+    def counted_step(self, *args, **kwargs):
+        with FlopCounterMode(display=False) as flops, Writes() as writes:
+            out = real_step(self, *args, **kwargs)
+        inside["flops"] = inside.get("flops", 0) + flops.get_total_flops()
+        inside["calls"] = inside.get("calls", 0) + writes.calls
+        inside["bytes"] = inside.get("bytes", 0) + writes.bytes
+        return out
+
+    rows, totals = [], {}
+    MotionSqueeze.step = counted_step
+    try:
+        for name, stream in streams.items():
+            inside.clear()
+            with torch.no_grad(), FlopCounterMode(display=False) as flops, Writes() as writes:
+                stream.step(frame)
+            t = (flops.get_total_flops(), writes.calls, writes.bytes)
+            ms = (inside.get("flops", 0), inside.get("calls", 0), inside.get("bytes", 0))
+            totals[name] = t
+            rows.append([f"{name} causal", f"{t[0] / 1e9:.3f}", f"{ms[0] / 1e9:.3f}", f"{t[1]}", f"{ms[1]}",
+                         f"{t[2] / 2**20:.1f}", f"{ms[2] / 2**20:.1f}"])
+    finally:
+        MotionSqueeze.step = real_step
+    print("\nArithmetic of one step (FLOPs of convolutions and matrix products; operator calls and bytes written, views excluded)")
+    print_table(["model", "GFLOP", "GFLOP in MotionSqueeze.step", "operators", "operators in MotionSqueeze.step",
+                 "MiB written", "MiB written in MotionSqueeze.step"], rows)
+    ratios = []
+    for name in totals:
+        tsm = name.split(" ")[0].replace("msnet_", "tsm_", 1)
+        if name.startswith("msnet_") and tsm in totals:
+            ratios.append([name.removeprefix("msnet_")] + [f"{m / t:.2f}" for m, t in zip(totals[name], totals[tsm])])
+    if ratios:
+        print("\nMSNet / TSM per step, if time followed each quantity alone")
+        print_table(["backbone", "FLOPs", "operators", "bytes written"], ratios)
+
+
 def profile_steps(streams: dict, frames, top: int) -> None:
     """Profile ``len(frames)`` steps of each stream; print the costliest operators per frame
     and the split of a frame's time (see the module docstring)."""
@@ -192,6 +253,7 @@ def main(argv=None) -> None:
                      "step (wall, fastest frame)", "step (CPU, fastest frame)"], pairs)
     if args.profile:
         profile_steps(streams, frames[1:], args.profile)
+        step_arithmetic(streams, frames[1])
 
 
 if __name__ == "__main__":

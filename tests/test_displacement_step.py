@@ -177,9 +177,11 @@ def test_motion_squeeze_step_reuses_the_prepared_previous_frame_only_while_it_is
         out1, f1 = ms.step(xs[1], f0, None, memo)  # f0's prepared form comes from the memo
         assert len(prepared) == 2 and prepared[-1] is f1
         torch.testing.assert_close(out1, module_path(xs[1], f0), rtol=0, atol=1e-5)
+        buffers = dict(memo["scratch"])  # the working buffers of the displacement
         f1.mul_(0.5)  # changed in place: prepared again
         out2, _ = ms.step(xs[2], f1, None, memo)
         assert len(prepared) == 4 and prepared[-1] is f1
+        assert all(memo["scratch"][k] is v for k, v in buffers.items())  # written again, not reallocated
         torch.testing.assert_close(out2, module_path(xs[2], f1), rtol=0, atol=1e-5)
         other = f0.clone()  # another tensor: prepared again
         ms.step(xs[2], other, None, memo)

@@ -192,7 +192,8 @@ class MotionSqueeze(nn.Module):
             memo: a dict the caller keeps for this stream and stage from one call to the next
                 (or ``None``): the eager CPU path leaves in it the normalised form of the
                 features it returns, and uses it at the next call if ``prev`` is that same
-                tensor, unchanged, instead of normalising ``prev`` again.
+                tensor, unchanged, instead of normalising ``prev`` again; and the working
+                buffers of the displacement, reused from frame to frame.
 
         Returns:
             ``(output (N, C, H, W), reduced features of frame t (N, C', H, W))``.
@@ -226,7 +227,8 @@ class MotionSqueeze(nn.Module):
         else:
             seen = memo is not None and memo.get("features") is prev and memo.get("version") == prev._version
             pa = memo["prepared"] if seen else pair_features(prev, self.patch_size)
-            d = displacement_prepared(pa, pb, self.patch_size, self.sigma, self.temperature)  # channels-last
+            scratch = memo.setdefault("scratch", {}) if memo is not None else None
+            d = displacement_prepared(pa, pb, self.patch_size, self.sigma, self.temperature, scratch)  # channels-last
             if has_prev is not None:
                 d.mul_(has_prev.to(d.dtype).reshape(-1, 1, 1, 1))
         if memo is not None:
