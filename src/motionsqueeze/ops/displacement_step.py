@@ -154,7 +154,7 @@ def _soft_argmax(s: Tensor, sigma: float, tau: float, out: Tensor) -> None:
     e = logits.exp_().view(n * p, p, length)
     per_row = torch.matmul(over_dx, e).view(n, 2 * p, length)  # per dy: sum e, sum e * dx
     sums = torch.matmul(over_dy, per_row)  # (N, 3, L): sum e, sum e * dx, sum e * dy
-    torch.div(sums[:, 1:], sums[:, :1], out=out[:, :2])  # z >= 1: the largest term is e^0
+    torch.div(sums[:, 1:], sums[:, :1], out=out[:, :2])  # z > 0: the largest term is e^0 or e^EXP_SPAN
     out[:, 2].copy_(conf)
 
 
