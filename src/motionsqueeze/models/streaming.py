@@ -65,7 +65,8 @@ class StreamState:
             whether a previous frame exists (0 after a reset: zero motion, zero shift).
         cache: what the next step would otherwise find or compute again: the model's shift
             slots (found by walking its modules) and, per MotionSqueeze stage, the normalised
-            form of ``motion`` that the fast step matches. Not a tensor of the state (not
+            form of ``motion`` that the fast step matches and its working buffers (see
+            :meth:`MotionSqueeze.step`'s ``memo``). Not a tensor of the state (not
             exported, not compared); each entry is checked before use (the same model, the
             same unchanged ``motion`` tensor), so a state without it gives the same outputs.
     """

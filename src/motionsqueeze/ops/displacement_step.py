@@ -22,8 +22,8 @@ reductions with index tracking. :func:`displacement_pair` computes the same func
   window) comes from the per-row maxima, the first row holding the maximum, then the first
   column of that row holding it; the Gaussian factors are looked up in a ``(P, P)`` table
   cached per window size and width and applied in place (row factor, then column factor
-  fused with the shift by the largest logit); the softmax sum and the two expectations are
-  two small matrix products with the exponentials (over dx, then over dy).
+  fused with the shift of the exponents); the softmax sum and the two expectations are two
+  small matrix products with the exponentials (over dx, then over dy).
 
 No gradient: under autograd, tracing, export or for non-CPU tensors call
 :func:`~motionsqueeze.ops.displacement` instead (:func:`pair_path_applies` says when this
@@ -62,11 +62,12 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
 
 @functools.lru_cache(maxsize=16)
 def _constants(p: int, sigma: float, tau: float, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, ...]:
-    """Per window size: ``(P, P)`` Gaussian factors ``exp(-(k - i)^2 / 2 sigma^2)`` (row k,
-    centre i), and the same times tau; ``EXP_SPAN`` as a tensor; the moments of the window's exponentials in two sums of P terms each (a
-    single sum of P*P float32 terms loses ~1e-5): ``(2, P)`` over dx, the ones and the
-    column offsets / r, then ``(3, 2P)`` over dy of those, giving ``sum e``, ``sum e * dx / r``
-    (u) and ``sum e * dy / r`` (v); offsets run ``-1 .. 1``."""
+    """Per window size, width and temperature: ``(P, P)`` Gaussian factors
+    ``exp(-(k - i)^2 / 2 sigma^2)`` (row k, centre i) and the same times tau; the weights of
+    the moments of the window's exponentials, in two sums of P terms each (one sum of P*P
+    float32 terms loses ~1e-5): ``(2, P)`` over dx (ones, column offsets / r), then ``(3, 2P)``
+    over dy of those, giving ``sum e``, ``sum e * dx / r`` (u) and ``sum e * dy / r`` (v),
+    offsets ``-1 .. 1``; ``EXP_SPAN`` as a tensor."""
     k = torch.arange(p, dtype=torch.float64)
     gauss = torch.exp(-((k.view(p, 1) - k.view(1, p)) ** 2) / (2.0 * sigma**2))
     r = max((p - 1) / 2, 1.0)  # P = 1: the only offset is 0
