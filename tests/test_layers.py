@@ -23,6 +23,20 @@ def test_temporal_shift_gradient_is_the_opposite_shift(t, c, div):
     assert torch.autograd.gradcheck(lambda a: temporal_shift(a, t, div), (x,))
 
 
+@pytest.mark.parametrize("t,c,div", [(4, 16, 8), (3, 10, 4)])
+def test_temporal_shift_keeps_channels_last(t, c, div):
+    # A channels-last model shifts in its own layout: same values and gradient, no conversion.
+    x = torch.randn(2 * t, c, 3, 2, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    out = temporal_shift(x, t, div)
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    torch.testing.assert_close(out, naive_shift(x, t, div), rtol=0, atol=0)
+    grad = torch.randn_like(out).contiguous(memory_format=torch.channels_last)
+    (ours,) = torch.autograd.grad(out, x, grad)
+    (loops,) = torch.autograd.grad(naive_shift(x, t, div), x, grad)
+    torch.testing.assert_close(ours, loops, rtol=0, atol=0)
+
+
 def test_temporal_shift_compiles_in_training_without_graph_breaks():
     x = torch.randn(8, 16, 2, 2, requires_grad=True)
     compiled = torch.compile(lambda a: temporal_shift(a, 4) * 2, fullgraph=True, backend="aot_eager")
