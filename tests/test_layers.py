@@ -86,6 +86,39 @@ def test_motion_squeeze_forward_is_input_plus_transformed_displacements(last_fra
     assert ms.motion_field(x).shape == (2, 2, 3, 6, 7)
 
 
+@pytest.mark.parametrize("causal,channels_last", [(False, False), (False, True), (True, False)])
+def test_motion_squeeze_eval_inference_folds_batchnorm_with_the_same_values(causal, channels_last):
+    # Eager CPU inference runs BatchNorm folded into the convolutions (no module call); it must
+    # give what the modules give (autograd on takes them), with trained, non-trivial statistics.
+    ms = _ms(causal=causal)
+    for m in ms.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(m.weight, 0.5, 1.5), torch.nn.init.uniform_(m.bias, -0.2, 0.2)
+            m.running_mean.uniform_(-0.3, 0.3), m.running_var.uniform_(0.5, 2.0)
+    ms.eval()
+    x = torch.randn(2 * 3, 12, 6, 7)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected, expected_field = ms.forward_with_field(x)  # autograd on: the modules
+    calls = []
+    ms.chnl_reduction.register_forward_hook(lambda *a: calls.append(1))
+    ms.flow_refinement.register_forward_hook(lambda *a: calls.append(1))
+    with torch.no_grad():
+        out, field = ms.forward_with_field(x)
+        again = ms(x)
+    assert not calls
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(field, expected_field, rtol=0, atol=1e-5)
+    torch.testing.assert_close(again, out, rtol=0, atol=0)
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    # Training mode, or another backend, takes the modules.
+    with torch.no_grad():
+        ms.train()(x)
+        ms.backend = "reference"
+        ms.eval()(x)
+    assert len(calls) == 4
+
+
 def test_motion_squeeze_backward_reaches_every_parameter():
     ms = _ms().train()
     x = torch.randn(6, 12, 5, 5, requires_grad=True)

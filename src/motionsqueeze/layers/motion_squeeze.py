@@ -20,6 +20,10 @@ it from frame t and the cached reduced features of frame t-1 (in eager CPU infer
 :func:`motionsqueeze.ops.displacement_step.displacement_pair` and BatchNorm folded into the
 convolutions, the same function with fewer operators).
 
+Whole clips in eager CPU inference (evaluation mode, autograd off) take the same shortcut:
+BatchNorm folded into ``chnl_reduction`` and the feature transformation, the latter run
+channels-last; the values match the modules' to float rounding (tests/test_layers.py).
+
 Sub-module names follow the authors' code (``chnl_reduction``, ``flow_refinement.conv1..4``
 with the convolutions at Sequential indices 0 and 3) so their checkpoints map one to one.
 """
@@ -152,12 +156,22 @@ class MotionSqueeze(nn.Module):
             of the half-window ``(P-1)/2`` cells (multiply by that and by the stage stride
             for input pixels).
         """
+        return self._field(x, self._folded_path_applies(x))
+
+    def _folded_path_applies(self, x: Tensor) -> bool:
+        """Eager CPU inference (evaluation mode, autograd off, no tracing or export), where the
+        convolutions run with BatchNorm folded in and the feature transformation channels-last:
+        the same function with fewer, faster operators. Training, autograd, export and
+        compilers take the modules as they are."""
+        return self.backend == "auto" and not self.training and pair_path_applies(x)
+
+    def _field(self, x: Tensor, folded: bool) -> Tensor:
         n = check_segments(x, self.num_segments, min_segments=2)
         if x.shape[1] != self.in_channels:
             raise ValueError(
                 f"MotionSqueeze was built for {self.in_channels} channels, got {x.shape[1]}"
             )
-        f = self.chnl_reduction(x)
+        f = _run_folded(x, self._folded()[0]) if folded else self.chnl_reduction(x)
         _, c, h, w = f.shape
         f = f.view(n, self.num_segments, c, h, w)
         f1 = f[:, :-1].reshape(-1, c, h, w)
@@ -169,12 +183,16 @@ class MotionSqueeze(nn.Module):
 
     def forward_with_field(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(output, motion_field(x))`` from one computation of the field."""
-        d = self.motion_field(x)
+        folded = self._folded_path_applies(x)
+        d = self._field(x, folded)
         if self.causal:
             padded = torch.cat([torch.zeros_like(d[:, :1]), d], dim=1).flatten(0, 1)
         else:
             last = d[:, -1:] if self.last_frame == "repeat" else torch.zeros_like(d[:, -1:])
             padded = torch.cat([d, last], dim=1).flatten(0, 1)  # (N*T, 3, H, W)
+        if folded:
+            motion = _run_folded(padded.contiguous(memory_format=torch.channels_last), self._folded()[1])
+            return x + (motion.contiguous() if x.is_contiguous() else motion), d
         return x + self.flow_refinement(padded), d
 
     def step(
@@ -238,7 +256,7 @@ class MotionSqueeze(nn.Module):
 
     def _folded(self) -> tuple[list, list]:
         """``chnl_reduction`` and ``flow_refinement`` with BatchNorm folded in, for
-        :meth:`step` in evaluation mode. Cached on the module (not in its state dict) until a
+        :meth:`step` and whole clips in evaluation mode. Cached on the module (not in its state dict) until a
         parameter or buffer is replaced or changed in place (loading, training, ``.to()``)."""
         holders = self.__dict__.get("_folded_holders")  # the sub-modules with tensors
         if holders is None:
