@@ -7,8 +7,8 @@ hold on a loaded machine even when the times do not:
 * ``displacement`` at P = 15, float32: forward (no autograd) and forward + backward of the
   ``"reference"`` and ``"cpu"`` backends, their speed-up and the largest deviation of the
   output and of the input gradients;
-* whole models, contiguous float32: a training step (forward, cross-entropy, backward, SGD
-  update with the engine's optimiser) and single-clip inference (eval, no gradients) of
+* whole models, float32, contiguous (channels-last with ``--channels-last``): a training
+  step (forward, cross-entropy, backward, SGD update with the engine's optimiser) and single-clip inference (eval, no gradients) of
   tsn / tsm / msnet, and msnet forced to the reference backend; then FLOPs MSNet / TSM and
   the time ratios MSNet / TSM and TSM / TSN.
 
@@ -18,6 +18,7 @@ Usage (nothing is asserted)::
     python benchmarks/cpu.py --families tiny --rounds 3 --shapes 14x64x16x16   # quick look
     python benchmarks/cpu.py --shapes "" --families r50 --train-families r50   # r50 steps too
     python benchmarks/cpu.py --profile --families tiny,r18 --threads 1         # where MSNet's time goes
+    python benchmarks/cpu.py --shapes "" --families tiny --channels-last       # the demo's layout
 
 Families: ``tiny`` (16 clips x 8 frames x 64x64 per training step), ``r18`` and ``r50``
 (2 clips x 8 frames x 224x224); inference is one clip of the same frames and size. By
@@ -66,6 +67,9 @@ def parse_args(argv=None):
     p.add_argument("--profile", action="store_true",
                    help="instead of the tables, profile single-clip inference of tsm and msnet per family "
                         "(torch.profiler, self CPU time per operator, the largest differences first)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="models and clips in the channels-last memory format (as the demo's recipe trains "
+                        "on the CPU, train.channels_last) instead of contiguous")
     p.add_argument("--clock", choices=("wall", "thread"), default="wall",
                    help="wall clock, or the CPU time of the calling thread ('thread', needs --threads 1): "
                         "on a busy machine the latter leaves out the waits for a core")
@@ -157,9 +161,16 @@ def _job(work, name, overrides, args, size, clips):
 
     torch.manual_seed(0)
     model = create_model(name, num_classes=args.classes, num_segments=args.frames, **overrides)
+    layout = torch.channels_last if args.channels_last else torch.contiguous_format
+    model.to(memory_format=layout)
+
+    def frames(n):  # (n, T, 3, H, W), each frame in the layout
+        x = torch.randn(n * args.frames, 3, size, size).contiguous(memory_format=layout)
+        return x.view(n, args.frames, 3, size, size)
+
     if work == "infer":
         model.eval()
-        clip = torch.randn(1, args.frames, 3, size, size)
+        clip = frames(1)
 
         def infer():
             with torch.no_grad():
@@ -168,7 +179,7 @@ def _job(work, name, overrides, args, size, clips):
         return infer
     model.train()
     optimizer = build_optimizer(model, OptimConfig(), 0.01)
-    x = torch.randn(clips, args.frames, 3, size, size)
+    x = frames(clips)
     labels = torch.randint(0, args.classes, (clips,))
 
     def step():
@@ -197,7 +208,8 @@ def bench_models(args) -> None:
                          fmt(median_ratio(t["msnet"], t["tsm"]), 3), fmt(median_ratio(t["tsm"], t["tsn"]), 3),
                          fmt(ref, 3)])
             del jobs
-    print(f"\nwhole models, float32, contiguous, {args.threads} threads, medians of {args.rounds} interleaved "
+    layout = "channels-last" if args.channels_last else "contiguous"
+    print(f"\nwhole models, float32, {layout}, {args.threads} threads, medians of {args.rounds} interleaved "
           f"rounds ({_unit(args)}): {environment('cpu')}")
     print_table(["family", "work", "clips x frames x size", "tsn", "tsm", "msnet", "msnet (reference op)",
                  "FLOPs MSNet/TSM", "MSNet/TSM", "TSM/TSN", "MSNet (reference op)/TSM"], rows)

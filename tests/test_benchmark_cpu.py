@@ -24,9 +24,9 @@ def test_cpu_benchmark_profiles_what_msnet_adds_and_skips_untimed_training():
                          capture_output=True, text=True, timeout=300, check=True).stdout
     assert "| operator" in out and "| msnet - tsm |" in out and "| (all operators)" in out
     out = subprocess.run([sys.executable, str(BENCH / "cpu.py"), *common, "--train-families", "r18",
-                          "--reference-op-families", "", "--clock", "thread"], capture_output=True, text=True,
-                         timeout=300, check=True).stdout
-    assert "(ms of CPU time of the one thread)" in out
+                          "--reference-op-families", "", "--clock", "thread", "--channels-last"],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    assert "(ms of CPU time of the one thread)" in out and "whole models, float32, channels-last" in out
     rows = [line for line in out.splitlines() if line.startswith("| tiny")]
     assert len(rows) == 1 and "| inference |" in rows[0]  # no tiny training row
     assert rows[0].rstrip(" |").endswith("-")  # no msnet-with-reference-op column for tiny
