@@ -40,7 +40,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 from ..ops import displacement
 from ..ops.correlation import check_patch_size
 from ..ops.displacement_step import displacement_prepared, pair_features, pair_path_applies
-from .temporal_shift import check_segments
+from .temporal_shift import check_segments, is_channels_last
 
 __all__ = ["MotionSqueeze", "FeatureTransform"]
 
@@ -72,7 +72,7 @@ def _neighbours(f: Tensor, n: int, t: int) -> tuple[Tensor, Tensor]:
     channels-last (a gradient in the other layout makes every BatchNorm and ReLU backward of
     a channels-last model up to 15x slower on a CPU)."""
     _, c, h, w = f.shape
-    if not f.is_contiguous() and f.is_contiguous(memory_format=torch.channels_last):
+    if is_channels_last(f):
         v = f.permute(0, 2, 3, 1).view(n, t, h, w, c)
         return tuple(s.reshape(-1, h, w, c).permute(0, 3, 1, 2) for s in (v[:, :-1], v[:, 1:]))
     v = f.view(n, t, c, h, w)
@@ -205,7 +205,7 @@ class MotionSqueeze(nn.Module):
         if folded:
             motion = _run_folded(padded.contiguous(memory_format=torch.channels_last), self._folded()[1])
             return x + (motion.contiguous() if x.is_contiguous() else motion), d
-        if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        if is_channels_last(x):
             padded = padded.contiguous(memory_format=torch.channels_last)  # one layout, see _neighbours
         return x + self.flow_refinement(padded), d
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..ops.tracing import recording
 
-__all__ = ["temporal_shift", "TemporalShift", "check_segments"]
+__all__ = ["temporal_shift", "TemporalShift", "check_segments", "is_channels_last"]
 
 
 def check_segments(x: Tensor, num_segments: int, min_segments: int = 1) -> int:
@@ -39,6 +39,12 @@ def check_segments(x: Tensor, num_segments: int, min_segments: int = 1) -> int:
     return x.shape[0] // num_segments
 
 
+def is_channels_last(x: Tensor) -> bool:
+    """Whether a 4-D tensor is laid out channels-last (and not also plain contiguous, as when
+    C or H*W is 1): the layout a channels-last model's layers keep."""
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 def _shift(x: Tensor, num_segments: int, fold: int, backward: bool = False) -> Tensor:
     """The shift on validated input; ``backward`` moves each fold the other way (the
     transpose of the shift, i.e. its gradient).
@@ -48,7 +54,7 @@ def _shift(x: Tensor, num_segments: int, fold: int, backward: bool = False) -> T
     ~20% faster training of the tiny models on a CPU) converts no layout at every block.
     """
     nt, c, h, w = x.shape
-    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+    if is_channels_last(x):
         v = x.permute(0, 2, 3, 1).view(nt // num_segments, num_segments, h, w, c)
         ch = 4
     else:
