@@ -170,7 +170,18 @@ class MotionSqueeze(nn.Module):
             of the half-window ``(P-1)/2`` cells (multiply by that and by the stage stride
             for input pixels).
         """
-        return self._field(x, self._folded_path_applies(x))
+        n = check_segments(x, self.num_segments, min_segments=2)
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"MotionSqueeze was built for {self.in_channels} channels, got {x.shape[1]}"
+            )
+        f = _run_folded(x, self._folded()[0]) if self._folded_path_applies(x) else self.chnl_reduction(x)
+        f1, f2 = _neighbours(f, n, self.num_segments)
+        _, c, h, w = f.shape
+        d = displacement(
+            f1, f2, self.patch_size, self.sigma, self.temperature, backend=self.backend
+        )
+        return d.view(n, self.num_segments - 1, 3, h, w)
 
     def _folded_path_applies(self, x: Tensor) -> bool:
         """Eager CPU inference (evaluation mode, autograd off, no tracing or export), where the
@@ -179,24 +190,10 @@ class MotionSqueeze(nn.Module):
         compilers take the modules as they are."""
         return self.backend == "auto" and not self.training and pair_path_applies(x)
 
-    def _field(self, x: Tensor, folded: bool) -> Tensor:
-        n = check_segments(x, self.num_segments, min_segments=2)
-        if x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"MotionSqueeze was built for {self.in_channels} channels, got {x.shape[1]}"
-            )
-        f = _run_folded(x, self._folded()[0]) if folded else self.chnl_reduction(x)
-        f1, f2 = _neighbours(f, n, self.num_segments)
-        _, c, h, w = f.shape
-        d = displacement(
-            f1, f2, self.patch_size, self.sigma, self.temperature, backend=self.backend
-        )
-        return d.view(n, self.num_segments - 1, 3, h, w)
-
     def forward_with_field(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(output, motion_field(x))`` from one computation of the field."""
+        d = self.motion_field(x)  # through the public method, which tools may wrap
         folded = self._folded_path_applies(x)
-        d = self._field(x, folded)
         if self.causal:
             padded = torch.cat([torch.zeros_like(d[:, :1]), d], dim=1).flatten(0, 1)
         else:
