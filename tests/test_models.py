@@ -150,7 +150,8 @@ def test_timm_classifier_api_and_per_stage_maps(tmp_path):
     for m, name in zip(maps, ("res2", "res3", "res4", "res5")):
         assert torch.equal(m, stages[name].flatten(0, 1))
     assert torch.equal(last, maps[-1])
-    assert torch.equal(model.forward_intermediates(x, intermediates_only=True)[1], maps[1])
+    with torch.no_grad():  # as above: eager CPU inference folds MotionSqueeze's BatchNorm (rounding differs)
+        assert torch.equal(model.forward_intermediates(x, intermediates_only=True)[1], maps[1])
 
     model.reset_classifier(0)
     assert model.num_classes == 0 and model.config.num_classes == 0
