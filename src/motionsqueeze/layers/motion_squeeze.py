@@ -17,7 +17,7 @@ maps (earlier frame matched to the later one), but map (t-1 -> t) goes to frame 
 which has no past, gets an all-zero map (u = v = 0, confidence 0); ``last_frame`` is then
 unused. Frame t then depends on frames t-1 and t only, and :meth:`MotionSqueeze.step` computes
 it from frame t and the cached reduced features of frame t-1 (in eager CPU inference through
-:func:`motionsqueeze.ops.displacement_step.displacement_pair` and BatchNorm folded into the
+:func:`motionsqueeze.ops.displacement_step.displacement_prepared` and BatchNorm folded into the
 convolutions, the same function with fewer operators).
 
 Whole clips in eager CPU inference (evaluation mode, autograd off) take the same shortcut:
@@ -231,9 +231,8 @@ class MotionSqueeze(nn.Module):
             raise ValueError("MotionSqueeze.step needs a causal module (built with causal=True)")
         # Eager CPU inference (a stream's usual case) takes a path with fewer operators:
         # BatchNorm folded into the convolutions, channels-last feature transformation, and
-        # the one-pair displacement. Same function; autograd, export and training take the
-        # modules as they are.
-        if self.backend == "auto" and not self.training and pair_path_applies(x):
+        # the one-pair displacement (the whole clip's rule, _folded_path_applies).
+        if self._folded_path_applies(x):
             return self._fast_step(x, prev, has_prev, memo)
         f = self.chnl_reduction(x)
         if prev is None:
