@@ -229,3 +229,16 @@ def test_a_training_step_does_not_wait_for_the_device(tmp_path, monkeypatch):
         fit(cfg, run_dir=tmp_path / str(clips), quiet=True)
         counts.append(len(reads))
     assert counts[0] == counts[1] > 0, counts
+
+
+def test_how_often_the_run_validates_does_not_change_what_it_learns(tmp_path):
+    # Validation used to start its loader from the global random generator, so each one
+    # moved the dropout masks of the training after it: eval_every changed the weights.
+    runs = {}
+    for every in (1, 2):
+        cfg = tiny_config(eval_every=every)
+        runs[every] = fit(cfg, run_dir=tmp_path / f"every{every}", quiet=True)
+    assert [r["train_loss"] for r in runs[1].history] == [r["train_loss"] for r in runs[2].history]
+    assert "val_top1" in runs[1].history[0] and "val_top1" not in runs[2].history[0]
+    a, b = _final_weights(tmp_path / "every1"), _final_weights(tmp_path / "every2")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -66,7 +66,9 @@ def score_dataset(
     was_training = model.training
     model.eval()
     sampler = ResumableSampler(len(dataset), shuffle=False, rank=info.rank, world_size=info.world_size)
-    loader = build_loader(dataset, sampler, batch_size, workers, device)
+    # Its own generator: a loader without one draws its seed from the global generator, and
+    # a validation in the middle of training would move the dropout masks that come after it.
+    loader = build_loader(dataset, sampler, batch_size, workers, device, generator_seed=0)
     bar = progress_bar(len(loader), "evaluating", "batch", enabled=progress and info.is_main)
     scores, labels, indices, problems = [], [], [], []
     for batch in loader:
