@@ -85,7 +85,9 @@ def _peak_gib(device, fn):
     return torch.cuda.max_memory_allocated() / 2**30
 
 
-def bench_training(args, device, timer, settings):
+def _training_step(args, device, setting):
+    """A training step of one setting as a callable: forward, cross-entropy, backward, gradient
+    clipping and the SGD update with the recipes' parameter groups."""
     import torch
     import torch.nn.functional as F
 
@@ -93,30 +95,38 @@ def bench_training(args, device, timer, settings):
     from motionsqueeze.engine.optim import build_optimizer
     from motionsqueeze.engine.step import autocast_context
 
+    name, frames, precision, mode, layout = setting
+    channels_last = layout == "channels_last"
+    model = _build(name, frames, args, device, channels_last).train()
+    optim_cfg = OptimConfig()
+    optimizer = build_optimizer(model, optim_cfg, 0.01)
+    clips = _clips(args.batch, frames, args, device, channels_last)
+    labels = torch.randint(0, args.classes, (args.batch,), device=device)
+    net = torch.compile(model) if mode == "compile" else model
+    amp = "bf16" if precision == "bf16" else "none"
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast_context(amp, torch.device(device)):
+            loss = F.cross_entropy(net(clips).float(), labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), optim_cfg.clip_grad_norm)
+        optimizer.step()
+
+    return step
+
+
+def bench_training(args, device, timer, settings):
+    import torch
+
     rows, times = [], {}
-    for name, frames, precision, mode, layout in settings:
-        channels_last = layout == "channels_last"
-        model = _build(name, frames, args, device, channels_last).train()
-        optim_cfg = OptimConfig()
-        optimizer = build_optimizer(model, optim_cfg, 0.01)
-        clips = _clips(args.batch, frames, args, device, channels_last)
-        labels = torch.randint(0, args.classes, (args.batch,), device=device)
-        net = torch.compile(model) if mode == "compile" else model
-        amp = "bf16" if precision == "bf16" else "none"
-
-        def step():
-            optimizer.zero_grad(set_to_none=True)
-            with autocast_context(amp, torch.device(device)):
-                loss = F.cross_entropy(net(clips).float(), labels)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), optim_cfg.clip_grad_norm)
-            optimizer.step()
-
+    for setting in settings:
+        step = _training_step(args, device, setting)
         ms = timer(step)
         peak = _peak_gib(device, step)
-        times[(name, frames, precision, mode, layout)] = ms
-        rows.append([name, frames, precision, mode, layout, fmt(ms, 1), fmt(args.batch / ms * 1e3, 1), fmt(peak, 2)])
-        del net, model, optimizer
+        times[setting] = ms
+        rows.append([*setting, fmt(ms, 1), fmt(args.batch / ms * 1e3, 1), fmt(peak, 2)])
+        del step
         torch._dynamo.reset()
     print(f"\ntraining step, {args.batch} clips of {args.size}x{args.size}: {environment(device)}")
     print_table(["model", "frames", "precision", "mode", "memory format", "step ms", "clips/s", "peak GiB"], rows)
@@ -163,31 +173,16 @@ def bench_inference(args, device, timer, settings):
 
 
 def profile_training(args, device, settings):
-    """The operators that take a training step's time, per model (one setting each)."""
+    """The operators that take a training step's time, per model (its first setting)."""
     import torch
-    import torch.nn.functional as F
     from torch.profiler import ProfilerActivity, profile
 
-    from motionsqueeze.engine.step import autocast_context
-
     seen = set()
-    for name, frames, precision, mode, layout in settings:
-        if name in seen:
+    for setting in settings:
+        if setting[0] in seen:
             continue
-        seen.add(name)
-        channels_last = layout == "channels_last"
-        model = _build(name, frames, args, device, channels_last).train()
-        net = torch.compile(model) if mode == "compile" else model
-        clips = _clips(args.batch, frames, args, device, channels_last)
-        labels = torch.randint(0, args.classes, (args.batch,), device=device)
-        amp = "bf16" if precision == "bf16" else "none"
-
-        def step():
-            model.zero_grad(set_to_none=True)
-            with autocast_context(amp, torch.device(device)):
-                loss = F.cross_entropy(net(clips).float(), labels)
-            loss.backward()
-
+        seen.add(setting[0])
+        step = _training_step(args, device, setting)
         for _ in range(3):
             step()
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
@@ -197,9 +192,10 @@ def profile_training(args, device, settings):
             if device == "cuda":
                 torch.cuda.synchronize()
         key = "cuda_time_total" if device == "cuda" else "cpu_time_total"
+        name, frames, precision, mode, layout = setting
         print(f"\nprofile, 3 training steps of {name} ({frames} frames, {precision}, {mode}, {layout}):")
         print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=70))
-        del net, model
+        del step
         torch._dynamo.reset()
 
 
