@@ -257,7 +257,6 @@ def export_step_onnx(
     flow through it). Start a stream with :func:`initial_state` (all zeros) and feed each
     ``next_*`` output back as the next call's input. Returns the state input names.
     """
-
     check_causal(model)
     h, w = _hw(size)
     path = Path(path)
@@ -281,7 +280,6 @@ def step_onnx_max_abs_diff(path: str | os.PathLike, model: nn.Module, frames: Te
     :func:`stream_step`, carrying each one's state; largest |difference| over the scores,
     logits and state of every frame (needs onnxruntime)."""
     import onnxruntime as ort
-
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     inputs = [i.name for i in session.get_inputs()]
