@@ -118,3 +118,38 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def without_matching(run):
+    """``run`` with MotionSqueeze's matching replaced, during each call only, by a zero
+    displacement map, so that the rest of an interleaved round keeps the real one.
+
+    What is left of MotionSqueeze is its own layers (the 1x1 channel reduction, the four
+    depthwise-separable blocks of the feature transformation with their BatchNorms and ReLUs,
+    the residual addition): the floor below which no faster matching can bring MSNet. On
+    the whole-clip path the zero map is ``(f1[:, :3] + f2[:, :3]) * 0``, still on the autograd
+    graph, so that a training step's backward runs through the reduction as well; on the
+    streaming step the features are passed on unnormalised and the map is zeros.
+    """
+    from motionsqueeze.layers import motion_squeeze as ms
+
+    def clip_map(f1, f2, *args, **kwargs):
+        return (f1[:, :3] + f2[:, :3]).mul_(0).contiguous()
+
+    def step_map(pa, pb, *args, **kwargs):
+        n, _, h, w = pb.shape
+        return pb.new_zeros(n, h, w, 3).permute(0, 3, 1, 2)  # channels-last, as the real one
+
+    stand_ins = {"displacement": clip_map, "pair_features": lambda f, p: f, "displacement_prepared": step_map}
+
+    def call(*args, **kwargs):
+        real = {name: getattr(ms, name) for name in stand_ins}
+        for name, fn in stand_ins.items():
+            setattr(ms, name, fn)
+        try:
+            return run(*args, **kwargs)
+        finally:
+            for name, fn in real.items():
+                setattr(ms, name, fn)
+
+    return call

@@ -9,8 +9,18 @@ hold on a loaded machine even when the times do not:
   output and of the input gradients;
 * whole models, float32, contiguous (channels-last with ``--channels-last``): a training
   step (forward, cross-entropy, backward, SGD update with the engine's optimiser) and single-clip inference (eval, no gradients) of
-  tsn / tsm / msnet, and msnet forced to the reference backend; then FLOPs MSNet / TSM and
-  the time ratios MSNet / TSM and TSM / TSN.
+  tsn / tsm / msnet, msnet forced to the reference backend, and msnet with no matching (the
+  displacement replaced by a zero map, see below); then FLOPs MSNet / TSM and the time ratios
+  MSNet / TSM and TSM / TSN.
+
+"msnet, no matching" is the floor that no faster displacement can go below: the model is
+MSNet's, but the matching returns a zero map (``common.without_matching``: one addition and
+one multiplication, still on the autograd graph, so that the training step's backward runs
+through the channel reduction as well), so its time is TSM's plus MotionSqueeze's own layers
+(the 1x1 reduction and the four depthwise-separable blocks of the feature transformation,
+with their BatchNorms and ReLUs, and the residual addition). Its ratio to TSM is the lowest
+MSNet / TSM any implementation of the displacement can reach with these layers run by
+PyTorch's own kernels.
 
 Usage (nothing is asserted)::
 
@@ -41,7 +51,7 @@ import statistics
 import sys
 import time
 
-from common import environment, fmt, interleaved, median_ratio, print_table
+from common import environment, fmt, interleaved, median_ratio, print_table, without_matching
 
 FAMILIES = {"tiny": (64, 16), "r18": (224, 2), "r50": (224, 2)}  # frame size, training clips
 
@@ -59,6 +69,8 @@ def parse_args(argv=None):
                         "of 2 clips takes ~15 s on 2 cores: 'tiny,r18,r50' adds ~6 minutes)")
     p.add_argument("--reference-op-families", default="tiny",
                    help="families also timed as msnet with the reference op (the last column)")
+    p.add_argument("--floor-families", default="tiny,r18,r50",
+                   help="families also timed as msnet with no matching (the floor, see above; '' skips it)")
     p.add_argument("--frames", type=int, default=8, help="frames per clip")
     p.add_argument("--classes", type=int, default=174, help="classifier outputs")
     p.add_argument("--rounds", type=int, default=7, help="timed rounds, medians are printed")
@@ -129,10 +141,13 @@ def bench_ops(args) -> None:
 
 
 def _variants(family, args):
-    """name -> (model name, create_model overrides)."""
+    """name -> (model name, create_model overrides); the key ``no_matching`` is not a model
+    option but asks :func:`_job` for the floor (see the module docstring)."""
     variants = {"tsn": (f"tsn_{family}", {}), "tsm": (f"tsm_{family}", {}), "msnet": (f"msnet_{family}", {})}
     if family in args.reference_op_families.split(","):
         variants["msnet ref"] = (f"msnet_{family}", {"backend": "reference"})
+    if family in args.floor_families.split(","):
+        variants["msnet floor"] = (f"msnet_{family}", {"no_matching": True})
     return variants
 
 
@@ -159,6 +174,8 @@ def _job(work, name, overrides, args, size, clips):
     from motionsqueeze.engine.config import OptimConfig
     from motionsqueeze.engine.optim import build_optimizer
 
+    overrides = dict(overrides)
+    floor = overrides.pop("no_matching", False)
     torch.manual_seed(0)
     model = create_model(name, num_classes=args.classes, num_segments=args.frames, **overrides)
     layout = torch.channels_last if args.channels_last else torch.contiguous_format
@@ -176,7 +193,7 @@ def _job(work, name, overrides, args, size, clips):
             with torch.no_grad():
                 model(clip)
 
-        return infer
+        return without_matching(infer) if floor else infer
     model.train()
     optimizer = build_optimizer(model, OptimConfig(), 0.01)
     x = frames(clips)
@@ -187,7 +204,7 @@ def _job(work, name, overrides, args, size, clips):
         F.cross_entropy(model(x), labels).backward()
         optimizer.step()
 
-    return step
+    return without_matching(step) if floor else step
 
 
 def bench_models(args) -> None:
@@ -202,17 +219,18 @@ def bench_models(args) -> None:
             t = interleaved(jobs, args.rounds, args.warmup, _clock(args))
             med = {k: statistics.median(v) for k, v in t.items()}
             what = f"{clips if work == 'train' else 1} x {args.frames} x {size}x{size}"
-            ref = median_ratio(t["msnet ref"], t["tsm"]) if "msnet ref" in t else None
+            ref, floor = (median_ratio(t[k], t["tsm"]) if k in t else None for k in ("msnet ref", "msnet floor"))
             rows.append([family, "training step" if work == "train" else "inference", what,
-                         *(fmt(med.get(k), 1) for k in ("tsn", "tsm", "msnet", "msnet ref")), fmt(flops, 3),
-                         fmt(median_ratio(t["msnet"], t["tsm"]), 3), fmt(median_ratio(t["tsm"], t["tsn"]), 3),
-                         fmt(ref, 3)])
+                         *(fmt(med.get(k), 1) for k in ("tsn", "tsm", "msnet", "msnet ref", "msnet floor")),
+                         fmt(flops, 3), fmt(median_ratio(t["msnet"], t["tsm"]), 3),
+                         fmt(median_ratio(t["tsm"], t["tsn"]), 3), fmt(ref, 3), fmt(floor, 3)])
             del jobs
     layout = "channels-last" if args.channels_last else "contiguous"
     print(f"\nwhole models, float32, {layout}, {args.threads} threads, medians of {args.rounds} interleaved "
           f"rounds ({_unit(args)}): {environment('cpu')}")
     print_table(["family", "work", "clips x frames x size", "tsn", "tsm", "msnet", "msnet (reference op)",
-                 "FLOPs MSNet/TSM", "MSNet/TSM", "TSM/TSN", "MSNet (reference op)/TSM"], rows)
+                 "msnet, no matching", "FLOPs MSNet/TSM", "MSNet/TSM", "TSM/TSN", "MSNet (reference op)/TSM",
+                 "floor: no matching/TSM"], rows)
 
 
 def profile_models(args) -> None:

@@ -14,7 +14,11 @@ Reported are medians over all timed frames / clips, frames per second = 1000 / m
 ms, and MSNet's step time over TSM's for the same backbone (medians, and the fastest frames,
 which load from other processes inflates least). ``--module-path`` adds, for each MSNet, the
 step as it ran before the streaming fast path (MotionSqueeze's modules and the clip
-backend ``"cpu"``, ``MotionSqueeze.backend = "cpu"``), to compare the two in one run. Next to the wall-clock times,
+backend ``"cpu"``, ``MotionSqueeze.backend = "cpu"``), to compare the two in one run. ``--floor``
+adds, for each MSNet, the step and the whole clip with no matching (``common.without_matching``:
+the features are not normalised and the displacement is a zero map), so that what is left of MotionSqueeze is its own layers (the 1x1
+reduction, the four depthwise-separable blocks, the residual addition); its ratio to TSM is
+the lowest MSNet / TSM that any faster matching can reach. Next to the wall-clock times,
 the process CPU time per frame: on a machine shared with other jobs the wall clock measures
 the other jobs too (and with 2 threads, every operator waits until both of its threads get a
 core), while the CPU time of a 1-thread run stays close to what the frame costs on an idle
@@ -41,7 +45,7 @@ import os
 import statistics
 import time
 
-from common import cpu_name, environment, print_table
+from common import cpu_name, environment, print_table, without_matching
 
 
 def parse_args(argv=None):
@@ -56,6 +60,8 @@ def parse_args(argv=None):
     p.add_argument("--classes", type=int, default=174, help="classifier outputs (default 174)")
     p.add_argument("--module-path", action="store_true",
                    help="also time each MSNet's step through its modules and the clip displacement backend")
+    p.add_argument("--floor", action="store_true",
+                   help="also time each MSNet's step with no matching (a zero displacement): the floor of MSNet / TSM")
     p.add_argument("--profile", type=int, default=0, metavar="K",
                    help="also profile the step of each model and print its K costliest operators (default 0: off)")
     return p.parse_args(argv)
@@ -202,6 +208,14 @@ def main(argv=None) -> None:
                     m.backend = "cpu"
             streams[label] = StreamingRecognizer(models[label])
             names.insert(names.index(name) + 1, label)
+        if args.floor and name.startswith("msnet_"):
+            label = f"{name} (no matching)"
+            models[label] = models[name]  # same weights; only the step below differs
+            streams[label] = StreamingRecognizer(models[label])
+            names.insert(names.index(name) + 1, label)
+    floor = {n for n in names if n.endswith("(no matching)")}
+    steps = {n: without_matching(streams[n].step) if n in floor else streams[n].step for n in names}
+    clips = {n: without_matching(models[n]) if n in floor else models[n] for n in names}
     step_ms = {n: [] for n in names}
     clip_ms = {n: [] for n in names}
     step_cpu = {n: [] for n in names}
@@ -209,18 +223,18 @@ def main(argv=None) -> None:
     load = []
     with torch.no_grad():
         for name in names:  # warm-up: first calls allocate
-            streams[name].step(frames[0])
-            models[name](clip)
+            steps[name](frames[0])
+            clips[name](clip)
         for _ in range(args.rounds):
             load.append(os.getloadavg()[0])
             for name in names:
                 for f in frames[1:]:
                     t0, c0 = time.perf_counter(), time.process_time()
-                    streams[name].step(f)
+                    steps[name](f)
                     step_ms[name].append((time.perf_counter() - t0) * 1e3)
                     step_cpu[name].append((time.process_time() - c0) * 1e3)
                 t0, c0 = time.perf_counter(), time.process_time()
-                models[name](clip)
+                clips[name](clip)
                 clip_ms[name].append((time.perf_counter() - t0) * 1e3 / args.frames)
                 clip_cpu[name].append((time.process_time() - c0) * 1e3 / args.frames)
 
@@ -233,7 +247,9 @@ def main(argv=None) -> None:
     for name in names:
         s, c = statistics.median(step_ms[name]), statistics.median(clip_ms[name])
         sc, cc = statistics.median(step_cpu[name]), statistics.median(clip_cpu[name])
-        rows.append([f"{name} causal".replace(" (module path) causal", " causal (module path)"), f"{s:.1f}", f"{1000 / s:.1f}", f"{c:.1f}", f"{c * args.frames:.0f}",
+        label = f"{name} causal".replace(" (module path) causal", " causal (module path)")
+        label = label.replace(" (no matching) causal", " causal (no matching)")
+        rows.append([label, f"{s:.1f}", f"{1000 / s:.1f}", f"{c:.1f}", f"{c * args.frames:.0f}",
                      f"{sc:.1f}", f"{cc:.1f}"])
     print_table(["model", "step ms/frame", "stream fps", "whole clip ms/frame",
                  f"re-run window ms/frame (T={args.frames})", "step CPU ms/frame", "whole clip CPU ms/frame"], rows)
