@@ -287,11 +287,13 @@ def test_streaming_benchmark_prints_its_tables():
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "streaming.py"
     cmd = [sys.executable, str(script), "--models", "tsm_tiny,msnet_tiny", "--size", "32",
            "--frames", "2", "--rounds", "1", "--frames-per-round", "2", "--threads", "1", "--module-path",
-           "--profile", "3"]
+           "--floor", "--profile", "3"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True).stdout
     assert "| msnet_tiny causal " in out and "stream fps" in out
     assert "MSNet time / TSM time" in out and "| tiny " in out and "fastest frame" in out
     assert "| msnet_tiny causal (module path) |" in out and "| tiny (module path) " in out
+    assert "| msnet_tiny causal (no matching) |" in out and "| tiny (no matching) " in out  # --floor
+    assert "(no matching): costliest operators" not in out  # the profile is of real steps only
     # --profile: operators per model, the split of a frame, the arithmetic of a step.
     assert "msnet_tiny causal: costliest operators" in out and "operators in MotionSqueeze.step" in out
     arithmetic = out.split("Arithmetic of one step")[1]
