@@ -34,8 +34,9 @@ from dataclasses import MISSING, Field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["ConfigError", "Range", "setting", "validate", "fail", "check_value", "unknown_key", "from_mapping",
-           "Where", "read_yaml", "parse_yaml", "parse_override", "apply_overrides", "numeric_ranges", "range_table"]
+__all__ = ["ConfigError", "Range", "setting", "problem_of", "validate", "fail", "check_value", "unknown_key",
+           "from_mapping", "Where", "read_yaml", "parse_yaml", "parse_override", "apply_overrides", "numeric_ranges",
+           "range_table"]
 
 
 class ConfigError(ValueError):
@@ -84,6 +85,18 @@ def setting(default: Any = MISSING, *, default_factory: Callable[[], Any] | Any 
     """
     meta = {"range": range, "choices": tuple(choices) if choices is not None else None, "check": check}
     return dataclasses.field(default=default, default_factory=default_factory, metadata=meta)
+
+
+def problem_of(validator: Callable[[Any], Any]) -> Callable[[Any], str | None]:
+    """A ``check`` for :func:`setting` from a function that raises ``ValueError`` for a bad
+    value (the rule a layer or op already enforces), so that the rule is stated once."""
+    def check(value: Any) -> str | None:
+        try:
+            validator(value)
+        except ValueError as exc:
+            return str(exc)
+        return None
+    return check
 
 
 # --------------------------------------------------------------------------- locations

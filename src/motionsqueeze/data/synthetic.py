@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..typed_config import setting, validate
+from ..typed_config import Range, setting, validate
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
@@ -60,25 +60,56 @@ SYNTHETIC_CLASSES = [
 ]
 
 
+def _ordered(pair: tuple[float, float]) -> str | None:
+    lo, hi = pair
+    return None if lo <= hi else f"must be [low, high] with low <= high, got {list(pair)}"
+
+
+# The rules of the settings both classes below share (the recipe's ``data:`` section and the
+# renderer's own config), declared once.
+_RULES = {
+    # 32 pixels: the backbones' total stride, so that res5 still has one cell of real pixels;
+    # every size >= 1 renders, but below 32 the stride-32 stages pool padding and
+    # MotionSqueeze after res3 matches 2 x 2 cells or fewer. 4096: as a model file's input
+    # size (an 8-frame clip is then 400 MB).
+    "size": dict(range=Range(32, 4096)),
+    # A speed, spin or zoom on the wrong side of its bound would move the object the other
+    # way and give the clip the wrong label; 180 degrees per frame or more looks like the
+    # opposite rotation.
+    "speed": dict(range=Range(0, lo_open=True), check=_ordered),
+    "spin": dict(range=Range(0, 180, lo_open=True, hi_open=True), check=_ordered),
+    "zoom": dict(range=Range(1, lo_open=True), check=_ordered),
+    "object_size": dict(range=Range(0, 1, lo_open=True), check=_ordered),
+}
+
+
 @dataclass
 class SyntheticMotionConfig:
     """How the synthetic clips look.
 
     Attributes:
-        frames: frames per clip (T).
-        size: frame height and width, in pixels.
-        speed: range of translation speeds, in pixels per frame.
-        spin: range of rotation speeds, in degrees per frame.
-        zoom: range of scale factors per frame for growing / shrinking (> 1).
-        object_size: range of the object's size as a fraction of the frame side.
+        frames: frames per clip (T); default 8; range [1, inf).
+        size: frame height and width, in pixels; default 64; range [32, 4096] (32: the
+            backbones' total stride).
+        speed: [low, high] translation speeds, in pixels per frame, low <= high; default
+            [4, 7]; each in range (0, inf).
+        spin: [low, high] rotation speeds, in degrees per frame, low <= high; default
+            [15, 30]; each in range (0, 180) (180 or more looks like the other way round).
+        zoom: [low, high] scale factors per frame for growing / shrinking, low <= high;
+            default [1.08, 1.16]; each in range (1, inf).
+        object_size: [low, high] of the object's size as a fraction of the frame side, low <=
+            high; default [0.35, 0.6]; each in range (0, 1].
     """
 
-    frames: int = 8
-    size: int = 64
-    speed: tuple[float, float] = (4.0, 7.0)
-    spin: tuple[float, float] = (15.0, 30.0)
-    zoom: tuple[float, float] = (1.08, 1.16)
-    object_size: tuple[float, float] = (0.35, 0.6)
+    frames: int = setting(8, range=Range(1))
+    size: int = setting(64, **_RULES["size"])
+    speed: tuple[float, float] = setting((4.0, 7.0), **_RULES["speed"])
+    spin: tuple[float, float] = setting((15.0, 30.0), **_RULES["spin"])
+    zoom: tuple[float, float] = setting((1.08, 1.16), **_RULES["zoom"])
+    object_size: tuple[float, float] = setting((0.35, 0.6), **_RULES["object_size"])
+
+    def __post_init__(self):
+        validate(self)
 
 
 @contextlib.contextmanager
@@ -234,34 +265,44 @@ class SyntheticDataConfig:
 
     Attributes:
         dataset: always ``synthetic`` (selects this section type).
-        train_clips: clips in the training split.
-        val_clips: clips in the validation (and test) split.
-        seed: seed of the training split; validation uses ``seed + 1``.
-        num_segments: frames per clip (T).
-        size: frame side, in pixels (clips are square and not cropped).
-        speed: translation speeds, pixels per frame.
-        spin: rotation speeds, degrees per frame.
-        zoom: scale factors per frame (> 1).
-        object_size: object half-size as a fraction of half the frame side.
-        mean: per-channel mean for normalisation, in [0, 1] units.
-        std: per-channel standard deviation, in [0, 1] units.
+        train_clips: clips in the training split; default 3200; range [1, inf).
+        val_clips: clips in the validation (and test) split; default 800; range [1, inf).
+        seed: seed of the training split; validation uses ``seed + 1``; default 0; range
+            [0, 4294967295].
+        num_segments: frames per clip (T); default 8; range [1, inf) (at least 2 for a
+            model with MotionSqueeze).
+        size: frame side, in pixels (clips are square and not cropped); default 64; range
+            [32, 4096] (32: the backbones' total stride, so that res5 keeps a cell of real
+            pixels).
+        speed: [low, high] translation speeds, pixels per frame, low <= high; default
+            [4, 7]; each in range (0, inf).
+        spin: [low, high] rotation speeds, degrees per frame, low <= high; default
+            [15, 30]; each in range (0, 180) (180 or more looks like the other way round).
+        zoom: [low, high] scale factors per frame, low <= high; default [1.08, 1.16]; each
+            in range (1, inf).
+        object_size: [low, high] object half-size as a fraction of half the frame side, low
+            <= high; default [0.35, 0.6]; each in range (0, 1].
+        mean: per-channel mean for normalisation, in [0, 1] units, 3 values (ImageNet's by
+            default); each in range [0, 1].
+        std: per-channel standard deviation, in [0, 1] units, 3 values (ImageNet's by
+            default); each in range (0, inf).
         cache: keep rendered clips in memory (98 KB per clip at 8 x 64 x 64).
     """
 
     config_key = "data"
 
     dataset: str = setting("synthetic", choices=("synthetic",))
-    train_clips: int = 3200
-    val_clips: int = 800
-    seed: int = 0
-    num_segments: int = 8
-    size: int = 64
-    speed: tuple[float, float] = SyntheticMotionConfig.speed
-    spin: tuple[float, float] = SyntheticMotionConfig.spin
-    zoom: tuple[float, float] = SyntheticMotionConfig.zoom
-    object_size: tuple[float, float] = SyntheticMotionConfig.object_size
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    train_clips: int = setting(3200, range=Range(1))
+    val_clips: int = setting(800, range=Range(1))
+    seed: int = setting(0, range=Range(0, 2**32 - 1))
+    num_segments: int = setting(8, range=Range(1))
+    size: int = setting(SyntheticMotionConfig.size, **_RULES["size"])
+    speed: tuple[float, float] = setting(SyntheticMotionConfig.speed, **_RULES["speed"])
+    spin: tuple[float, float] = setting(SyntheticMotionConfig.spin, **_RULES["spin"])
+    zoom: tuple[float, float] = setting(SyntheticMotionConfig.zoom, **_RULES["zoom"])
+    object_size: tuple[float, float] = setting(SyntheticMotionConfig.object_size, **_RULES["object_size"])
+    mean: tuple[float, float, float] = setting(IMAGENET_MEAN, range=Range(0, 1))
+    std: tuple[float, float, float] = setting(IMAGENET_STD, range=Range(0, lo_open=True))
     cache: bool = True
 
     def __post_init__(self):

@@ -16,6 +16,7 @@ from ..data.augment import AugmentConfig
 from ..data.config import DataConfig
 from ..data.synthetic import SyntheticDataConfig
 from ..models.recognizer import ModelConfig
+from ..models.registry import model_config
 from ..typed_config import (ConfigError, Range, Where, apply_overrides, check_value, fail, from_mapping,
                             numeric_ranges, parse_yaml, range_table as _range_table, read_yaml, setting,
                             unknown_key, validate)
@@ -324,6 +325,19 @@ def _data_section(raw: Any, where: Where):
     return from_mapping(DataConfig, raw, where, "data")
 
 
+def _check_model(cfg: TrainConfig, where: Where) -> None:
+    """The recipe's model must be registered and fit the data: its options are checked with
+    the data's frame count now, not when training builds the model (a model with
+    MotionSqueeze needs ``data.num_segments`` >= 2)."""
+    try:
+        model_config(cfg.model.arch, num_segments=cfg.data.num_segments, **cfg.model.options)
+    except ConfigError as exc:
+        key = exc.key if exc.key != "model.num_segments" else "data.num_segments"  # set from there
+        fail(TrainConfig, key, exc.problem, where)
+    except ValueError as exc:  # an arch that is not registered
+        fail(ModelSection, "model.arch", str(exc), where)
+
+
 def config_from_dict(raw: dict, source: str | None = None, text: str | None = None,
                      where: Where | None = None) -> TrainConfig:
     """Build and validate a :class:`TrainConfig` from a parsed YAML mapping. Errors name
@@ -342,6 +356,7 @@ def config_from_dict(raw: dict, source: str | None = None, text: str | None = No
     cfg = from_mapping(TrainConfig, {k: v for k, v in raw.items() if k not in ("model", "data")}, where)
     cfg.model, cfg.data, cfg.source = model, data, where.source
     cfg.validate()
+    _check_model(cfg, where)
     return cfg
 
 

@@ -13,6 +13,7 @@ per frame, and the T frame logits are averaged ("avg consensus").
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from typing import Sequence
 
@@ -20,7 +21,10 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import CausalTemporalShift, MotionSqueeze, TemporalShift
-from ..typed_config import Range, from_mapping, setting, validate
+from ..layers.motion_squeeze import LAST_FRAME_MODES
+from ..ops import available_backends
+from ..ops.correlation import check_patch_size
+from ..typed_config import Range, fail, from_mapping, problem_of, setting, validate
 from .mobilenetv2 import mobilenet_v2
 from .resnet import RESNET_DEPTHS, STAGE_NAMES, resnet
 
@@ -36,6 +40,17 @@ def _stages_problem(stages: tuple[str, ...]) -> str | None:
     return None
 
 
+def _per_stage_problem(values: tuple[int, ...]) -> str | None:
+    if len(values) != len(STAGE_NAMES):
+        return f"must hold one value per stage ({', '.join(STAGE_NAMES)}), got {list(values)}"
+    return None
+
+
+def _backend_problem(name: str) -> str | None:
+    names = available_backends()  # read at each check: backends may be registered at run time
+    return None if name in names else f"must be a displacement backend, one of {', '.join(names)}; got {name!r}"
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild a recogniser (stored in checkpoints).
@@ -43,9 +58,12 @@ class ModelConfig:
     Backbone:
         backbone: ``"resnet"`` (default) or ``"mobilenet_v2"``.
         depth: ResNet depth (10, 18, 34, 50, 101); ignored for MobileNetV2.
-        widths: base widths of res2..res5; ``None`` for the standard (64, 128, 256, 512).
-        layers: residual blocks per stage; ``None`` for the depth's standard counts.
-        stem_width: channels of the stem; ``None`` for ``widths[0]``.
+        widths: base widths of res2..res5 in channels, four values, each in range [1, inf);
+            ``None`` (default) for the standard (64, 128, 256, 512); ignored for MobileNetV2.
+        layers: residual blocks of res2..res5, four values, each in range [1, inf); ``None``
+            (default) for the depth's standard counts; ignored for MobileNetV2.
+        stem_width: channels of the stem; range [1, inf); ``None`` (default) for
+            ``widths[0]``; ignored for MobileNetV2.
         width_mult: MobileNetV2 width multiplier (1.0 default; 0.5 for the ``*_050``
             variants); range (0, inf); ignored for ResNets.
     Video:
@@ -54,49 +72,66 @@ class ModelConfig:
         num_segments: T, frames per clip (every input must have exactly T frames); default
             8; range [1, inf).
         temporal_shift: TSM's residual shift before conv1 of every block.
-        shift_div: 1/shift_div of the channels move each way.
+        shift_div: 1/shift_div of the channels move each way (from t-1 only when
+            ``causal``); default 8; range [2, inf): two such folds must fit in the channels.
         dropout: dropout probability before the classifier; default 0.5; range [0, 1).
         causal: ``False`` (default) or ``True``: frame t sees only frames <= t, for streaming
             (docs/streaming.md): the shift moves 1/shift_div of the channels from t-1 only,
             and MotionSqueeze matches frame t-1 to t (zero motion at the first frame).
     MotionSqueeze (ignored when ``motion_stages`` is empty):
-        motion_stages: stages after which a MotionSqueeze module sits (``"res2".."res5"``).
-        reduced_channels: C', width at which frames are matched.
-        patch_size: P, odd; the matching window is P x P cells of the stage's map.
-        sigma: Gaussian width of the kernel-soft-argmax, in cells.
-        temperature: softmax multiplier.
-        last_frame: ``"repeat"`` or ``"zero"`` for the T-th displacement map.
-        transform_channels: hidden widths of the feature transformation.
-        backend: displacement implementation (``"auto"``, ``"reference"``, ``"triton"``).
+        motion_stages: stages after which a MotionSqueeze module sits (``"res2".."res5"``,
+            distinct; default ``["res3"]``). A model with one needs ``num_segments`` >= 2:
+            it matches neighbouring frames.
+        reduced_channels: C', channels at which frames are matched; default 64; range
+            [1, inf).
+        patch_size: P, the matching window is P x P cells of the stage's map; an odd
+            integer >= 1 (the window is centred on the cell); default 15.
+        sigma: Gaussian width of the kernel-soft-argmax, in cells; default 5; range
+            (0, inf).
+        temperature: tau, the softmax multiplier on the logits ``g * S``; default 100;
+            range (-inf, inf), i.e. any finite number. Every displacement backend computes
+            0 (equal weights over the window) and negative values (weights that favour the
+            lowest scores) exactly, so they are allowed though not the paper's; an infinite
+            tau turns ``0 * inf`` logits into NaN.
+        last_frame: ``"repeat"`` (default) or ``"zero"`` for the T-th displacement map.
+        transform_channels: hidden widths of the feature transformation, in channels, any
+            number of values (default ``[16, 32, 64]``, the paper's), each in range [1, inf).
+        backend: displacement implementation: ``"auto"`` (default), ``"reference"``,
+            ``"cpu"``, ``"triton"`` or any name added with
+            :func:`motionsqueeze.ops.register_backend` (``motionsqueeze.ops.available_backends()``).
     """
 
     config_key = "model"
 
     backbone: str = setting("resnet", choices=BACKBONES)
     depth: int = setting(50, choices=tuple(sorted(RESNET_DEPTHS)))
-    widths: tuple[int, ...] | None = None
-    layers: tuple[int, ...] | None = None
-    stem_width: int | None = None
+    widths: tuple[int, ...] | None = setting(None, range=Range(1), check=_per_stage_problem)
+    layers: tuple[int, ...] | None = setting(None, range=Range(1), check=_per_stage_problem)
+    stem_width: int | None = setting(None, range=Range(1))
     width_mult: float = setting(1.0, range=Range(0, lo_open=True))
     num_classes: int = setting(174, range=Range(0))
     num_segments: int = setting(8, range=Range(1))
     temporal_shift: bool = True
-    shift_div: int = 8
+    shift_div: int = setting(8, range=Range(2))
     dropout: float = setting(0.5, range=Range(0, 1, hi_open=True))
     causal: bool = False
     motion_stages: tuple[str, ...] = setting(("res3",), check=_stages_problem)
-    reduced_channels: int = 64
-    patch_size: int = 15
-    sigma: float = 5.0
-    temperature: float = 100.0
-    last_frame: str = "repeat"
-    transform_channels: tuple[int, ...] = (16, 32, 64)
-    backend: str = "auto"
+    reduced_channels: int = setting(64, range=Range(1))
+    patch_size: int = setting(15, check=problem_of(check_patch_size))
+    sigma: float = setting(5.0, range=Range(0, lo_open=True))
+    temperature: float = setting(100.0, range=Range(-math.inf, lo_open=True))
+    last_frame: str = setting("repeat", choices=LAST_FRAME_MODES)
+    transform_channels: tuple[int, ...] = setting((16, 32, 64), range=Range(1))
+    backend: str = setting("auto", check=_backend_problem)
 
     def __post_init__(self):
         if isinstance(self.motion_stages, str):
             self.motion_stages = (self.motion_stages,)
         validate(self)
+        if self.motion_stages and self.num_segments < 2:
+            fail(self, "model.num_segments",
+                 f"MotionSqueeze matches neighbouring frames and needs at least 2 frames (num_segments >= 2), "
+                 f"got {self.num_segments}; sample more frames, or use a model without motion_stages")
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -275,10 +310,7 @@ class VideoRecognizer(nn.Module):
         and the classifier averages over them. Updates the config and the model card, so
         that clips are sampled with T frames. Returns the model.
         """
-        config = self.config.replace(num_segments=num_segments)  # checks T >= 1
-        if self.motion and num_segments < 2:
-            raise ValueError(f"MotionSqueeze matches neighbouring frames and needs at least 2 frames, "
-                             f"got test_segments={num_segments}")
+        config = self.config.replace(num_segments=num_segments)  # checks T >= 1, and >= 2 with MotionSqueeze
         for module in self.modules():
             if isinstance(module, (TemporalShift, MotionSqueeze)):
                 module.num_segments = num_segments
