@@ -396,6 +396,46 @@ def test_predict_a_folder_and_a_list_into_jsonl_and_csv_skipping_an_unreadable_i
     assert main(["predict", str(path), str(videos / "a.mp4"), "--out", str(tmp_path / "p.txt")]) == 2
 
 
+def test_an_interrupted_predict_keeps_the_earlier_out_file_and_says_where_its_rows_are(tmp_path, videos, capsys,
+                                                                                         monkeypatch):
+    import motionsqueeze.engine.predict as engine_predict
+
+    path, _ = _saved_model(tmp_path / "m.safetensors")
+    out = tmp_path / "pred.csv"
+    argv = ["predict", str(path), str(videos), "--out", str(out)]
+    assert main(argv + ["--topk", "2"]) == 1
+    earlier = out.read_text()
+    real, calls = engine_predict.predict_video, []
+
+    def interrupted_at_the_second(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine_predict, "predict_video", interrupted_at_the_second)
+    capsys.readouterr()
+    assert main(argv + ["--topk", "3"]) == 130
+    err = capsys.readouterr().err
+    partial = tmp_path / "pred.partial.csv"
+    assert f"stopped after 1 of 3 inputs; their predictions are in {partial} ({out} is unchanged)" in err, err
+    assert out.read_text() == earlier  # the complete file of the earlier run
+    rows = partial.read_text().splitlines()
+    assert rows[0] == "input,rank,index,class,probability,error" and len(rows) == 4 and rows[1].endswith(",")
+    monkeypatch.setattr(engine_predict, "predict_video", real)
+    with monkeypatch.context() as m:  # the disk fills up as the finished file is put in place
+        from full_disk import FULL, disk_full_while_writing
+
+        disk_full_while_writing(m, "pred.csv")
+        assert main(argv + ["--topk", "3"]) == 2
+    err = capsys.readouterr().err
+    assert f"stopped after 3 of 3 inputs; their predictions are in {partial}" in err and FULL in err, err
+    assert out.read_text() == earlier and len(partial.read_text().splitlines()) == 1 + 3 + 3 + 1
+    assert main(argv + ["--topk", "3"]) == 1  # a complete run replaces the file and the partial one
+    assert len(out.read_text().splitlines()) == 1 + 3 + 3 + 1 and not partial.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if "pred" in p.name) == ["pred.csv"]
+
+
 # ---------------------------------------------------------------- one preprocessing for eval and predict
 
 def test_eval_and_predict_prepare_a_video_from_the_same_card_and_score_it_the_same(tmp_path, capsys):

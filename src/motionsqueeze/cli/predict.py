@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 
 
@@ -23,7 +25,9 @@ def add_parser(sub):
                    help="fuse views by the mean of logits (default) or of probabilities")
     p.add_argument("--out", default=None,
                    help="also write the predictions to FILE.csv (input,rank,index,class,probability,error) or "
-                   "FILE.jsonl (one JSON object per input), line by line as inputs finish")
+                   "FILE.jsonl (one JSON object per input), line by line as inputs finish (into "
+                   "FILE.partial.csv or .jsonl, which replaces FILE.csv or .jsonl when every input is done and "
+                   "is kept if the run is interrupted)")
     p.add_argument("--topk", type=int, default=5, help="classes to show (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON object per input")
     p.add_argument("--template", default=None,
@@ -77,7 +81,7 @@ def run(args) -> int:
     inputs = [source for source, _ in gather_inputs(args.inputs, args.list_file, template=args.template,
                                                     start_index=args.start_index)]
     skipped = []
-    with _ResultFile(args.out) as results:
+    with _ResultFile(args.out, len(inputs)) as results:
         for source in inputs:
             try:
                 top = predict_video(model, source, topk=args.topk, template=args.template,
@@ -104,20 +108,30 @@ def run(args) -> int:
 
 
 class _ResultFile:
-    """``--out``: predictions appended and flushed per input, so an interruption keeps them."""
+    """``--out``: predictions appended and flushed per input to ``<name>.partial<suffix>`` next
+    to the output, which becomes the output (atomically) when every input is done. So an
+    earlier output of the same name stays whole until the new one is complete, and an
+    interrupted run keeps what it finished in the partial file and says where it is."""
 
-    def __init__(self, path):
+    def __init__(self, path, total: int):
         from pathlib import Path
 
         self.path = Path(path) if path else None
         if self.path is not None and self.path.suffix not in (".csv", ".jsonl"):
             raise ValueError(f"--out must end in .csv or .jsonl, got {path}")
+        self.total, self.done = total, 0
         self.file = None
+
+    @property
+    def partial(self):
+        return self.path.with_name(f"{self.path.stem}.partial{self.path.suffix}")
 
     def __enter__(self):
         if self.path is not None:
+            if self.path.is_dir():
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(self.path))
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.file = open(self.path, "w", newline="")
+            self.file = open(self.partial, "w", newline="", encoding="utf-8")
             if self.path.suffix == ".csv":
                 import csv
 
@@ -137,10 +151,31 @@ class _ResultFile:
             for r in top:
                 self.csv.writerow([source, r["rank"], r["index"], r["class"], f"{r['probability']:.6f}", ""])
         self.file.flush()
+        self.done += 1
 
-    def __exit__(self, *exc):
-        if self.file is not None:
-            self.file.close()
+    def __exit__(self, kind, value, tb):
+        if self.file is None:
+            return False
+        self.file.close()
+        if kind is None:
+            from ..files import atomic_write
+
+            try:
+                atomic_write(self.path, lambda f: f.write(self.partial.read_bytes()))
+            except OSError:
+                self._say_where()
+                raise
+            self.partial.unlink()
+        elif self.done:
+            self._say_where()
+        else:
+            self.partial.unlink(missing_ok=True)
+        return False
+
+    def _say_where(self):
+        earlier = "is unchanged" if self.path.exists() else "was not written"
+        print(f"motionsqueeze predict: stopped after {self.done} of {self.total} inputs; their predictions are in "
+              f"{self.partial} ({self.path} {earlier})", file=sys.stderr)
 
 
 def _run_timeline(model, args) -> int:
