@@ -32,8 +32,9 @@ from .engine.config import load_config
 from .engine.data import build_split
 from .engine.evaluate import score_dataset
 from .engine.distributed import DistInfo
-from .engine.metrics import classification_report, plot_confusion
+from .engine.metrics import classification_report, plot_confusion, save_figure
 from .engine.trainer import fit
+from .files import atomic_output, atomic_write_text
 from .models import create_model, measure_complexity
 
 __all__ = ["DEMO_MODELS", "run_demo"]
@@ -80,8 +81,7 @@ def _plot_curves(results: list[dict], histories: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _motion_picture(model, dataset, cfg, path: Path) -> None:
@@ -115,7 +115,8 @@ def _motion_picture(model, dataset, cfg, path: Path) -> None:
     for im in images:
         canvas.paste(im, (0, y))
         y += im.height
-    canvas.save(path)
+    with atomic_output(path) as tmp:
+        canvas.save(tmp, format="PNG")
     for p in paths:
         p.unlink()
 
@@ -166,8 +167,8 @@ def run_demo(out_dir: str | Path = "motionsqueeze-demo", models=DEMO_MODELS, ove
         lines.append(f"| {r['model']} | {r['params']:,} | {r['gflops']:.3f} | {r['top1']:.1f} | {r['top5']:.1f} | {r['train_seconds']:.0f} |")
     table = "\n".join(lines)
     total = time.perf_counter() - started
-    (out / "results.md").write_text(f"{table}\n\nmachine: {_machine()}\n")
-    (out / "results.json").write_text(json.dumps({"models": results, "machine": _machine(), "seconds": round(total, 1)}, indent=2))
+    atomic_write_text(out / "results.md", f"{table}\n\nmachine: {_machine()}\n")
+    atomic_write_text(out / "results.json", json.dumps({"models": results, "machine": _machine(), "seconds": round(total, 1)}, indent=2))
     _log.info("\n" + table)
     _log.info(f"\nreport written to {out}/ (results.json, training_curves.png, confusion_*.png, motion_field.png) in {total:.0f}s")
     return results

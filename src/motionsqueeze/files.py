@@ -3,8 +3,8 @@
 * :func:`atomic_output` / :func:`atomic_write`: a file is written under a temporary name in
   its destination folder, flushed to disk and renamed over ``path`` (``os.replace`` is atomic
   on POSIX and Windows), so a kill, a full disk or an error at any moment leaves either the
-  previous file or the new one, never a torn file. Model files, training checkpoints and
-  exports are written this way.
+  previous file or the new one, never a torn file. Model files, training checkpoints,
+  exports and every other result file (lists, reports, metrics, pictures) are written this way.
 * :class:`OutputError` / :func:`describe_os_error`: a disk that is full, a read-only file
   system, a missing permission or an output path that names a file where a folder is needed
   (or the reverse) become one sentence that names the path and what to do. The command line

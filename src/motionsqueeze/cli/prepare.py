@@ -51,6 +51,7 @@ def run(args) -> int:
     import sys
 
     from ..data.prepare import extract_frames, prepare, write_prepared
+    from ..files import atomic_write_text
 
     if args.workers < 1 or not 1 <= args.quality <= 100:
         raise ValueError("--workers must be >= 1 and --quality in 1..100")
@@ -77,16 +78,14 @@ def run(args) -> int:
     written = write_prepared(prepared, args.out)
     if failures:
         path = f"{args.out}/extract_failures.txt"
-        with open(path, "w", encoding="utf-8") as f:
-            f.write("".join(f"{video}\t{error}\n" for video, error in sorted(failures.items())))
+        atomic_write_text(path, "".join(f"{video}\t{error}\n" for video, error in sorted(failures.items())))
         print(f"{len(failures)} videos could not be extracted and are left out of the lists; "
               f"see {path} (a rerun retries them)")
     if args.dataset in CUSTOM:
         written += _custom_extras(prepared, args)
     if prepared.warnings:
         path = f"{args.out}/prepare_warnings.txt"
-        with open(path, "w", encoding="utf-8") as f:
-            f.write("".join(line + "\n" for line in prepared.warnings))
+        atomic_write_text(path, "".join(line + "\n" for line in prepared.warnings))
         written.append(path)
     print("wrote " + ", ".join(written))
     if failures and not any(prepared.splits.values()):

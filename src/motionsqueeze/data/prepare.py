@@ -23,6 +23,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from .annotations import VIDEO_EXTENSIONS, VideoRecord, load_class_names, read_json, write_class_names, write_list
+from ..files import atomic_write_text
 from .errors import DataError
 from .readers import VideoReader, scan_frame_folder
 from .progress import progress as progress_bar
@@ -469,8 +470,7 @@ def _claim_frames_root(frames_root: str, settings: dict) -> None:
             raise DataError(f"{frames_root}: its frames were extracted with other settings ({changed}); a rerun "
                             "skips finished videos, so extract into another folder or delete this one")
         return
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(settings, f)
+    atomic_write_text(path, json.dumps(settings))
 
 
 def extract_frames(prepared: Prepared, frames_root: str, *, workers: int = 1, template: str = "{:06d}.jpg",
@@ -536,8 +536,7 @@ def write_prepared(prepared: Prepared, out: str) -> list[str]:
         written.append(path)
         if prepared.missing.get(name):
             path = os.path.join(out, f"missing_{name}.txt")
-            with open(path, "w", encoding="utf-8") as f:
-                f.write("".join(m + "\n" for m in prepared.missing[name]))
+            atomic_write_text(path, "".join(m + "\n" for m in prepared.missing[name]))
             written.append(path)
     extra = dict(prepared.config)
     lists = {key: extra.pop(key, default) for key, default in
@@ -551,9 +550,8 @@ def write_prepared(prepared: Prepared, out: str) -> list[str]:
         config.update(template=prepared.template, start_index=prepared.start_index)
     config.update(extra)
     path = os.path.join(out, "data.yaml")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(f"# DataConfig written by `motionsqueeze prepare {prepared.dataset}`\n")
-        yaml.safe_dump(config, f, sort_keys=False)
+    atomic_write_text(path, f"# DataConfig written by `motionsqueeze prepare {prepared.dataset}`\n"
+                      + yaml.safe_dump(config, sort_keys=False))
     written.append(path)
     return written
 

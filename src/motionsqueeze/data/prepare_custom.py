@@ -40,6 +40,7 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+from ..files import atomic_write_text
 from .annotations import VIDEO_EXTENSIONS, VideoRecord
 from .check import _Job, check_item, map_with_progress
 from .errors import DataError
@@ -404,8 +405,7 @@ def write_custom_extras(prepared: CustomPrepared, out: str, name: str) -> list[s
     written = []
     if prepared.rejected:
         path = os.path.join(out, "rejected.txt")
-        with open(path, "w", encoding="utf-8") as f:
-            f.write("".join(f"{p}\t{why}\n" for p, why in sorted(prepared.rejected.items())))
+        atomic_write_text(path, "".join(f"{p}\t{why}\n" for p, why in sorted(prepared.rejected.items())))
         written.append(path)
     with open(os.path.join(out, "data.yaml"), encoding="utf-8") as f:
         data = yaml.safe_load(f)
@@ -415,10 +415,9 @@ def write_custom_extras(prepared: CustomPrepared, out: str, name: str) -> list[s
     recipe["data"] = {**recipe["data"], **data}
     recipe["out"] = f"runs/{name}"
     path = os.path.join(out, "recipe.yaml")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(f"# Training recipe for the lists in this folder, written by `motionsqueeze prepare "
-                f"{prepared.dataset}`\n# from the bundled recipe {RECIPE_TEMPLATE} (its comments say "
-                "what to change). Train: motionsqueeze train " + path + "\n")
-        yaml.safe_dump(recipe, f, sort_keys=False, allow_unicode=True)
+    atomic_write_text(path, f"# Training recipe for the lists in this folder, written by `motionsqueeze prepare "
+                      f"{prepared.dataset}`\n# from the bundled recipe {RECIPE_TEMPLATE} (its comments say "
+                      "what to change). Train: motionsqueeze train " + path + "\n"
+                      + yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True))
     written.append(path)
     return written

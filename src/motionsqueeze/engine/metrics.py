@@ -8,7 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["fuse_views", "write_report", "topk_accuracy", "confusion_matrix", "ClassificationReport", "classification_report", "plot_confusion"]
+from ..files import atomic_output, atomic_write, atomic_write_text
+
+__all__ = ["fuse_views", "write_report", "topk_accuracy", "confusion_matrix", "ClassificationReport", "classification_report", "plot_confusion",
+           "save_figure"]
 
 
 def fuse_views(logits: torch.Tensor, fusion: str = "logits", weights=None) -> torch.Tensor:
@@ -99,21 +102,24 @@ def write_report(out: str | Path, report: ClassificationReport, class_names: lis
     ``per_class.csv`` (class_index, class_name, videos, accuracy), ``confusion.png`` and
     ``scores.npz`` (``scores`` (N, K), ``labels``, ``indices`` into the list, ``class_names``)."""
     import csv
+    import io
     import json
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps({**report.summary(), **meta}, indent=2))
-    with open(out / "per_class.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["class_index", "class_name", "videos", "accuracy"])
-        totals = report.confusion.sum(1)
-        for i, name in enumerate(class_names):
-            acc = report.per_class_acc[i]
-            w.writerow([i, name, int(totals[i]), "" if acc is None else f"{acc:.2f}"])
+    atomic_write_text(out / "metrics.json", json.dumps({**report.summary(), **meta}, indent=2))
+    table = io.StringIO(newline="")
+    w = csv.writer(table)
+    w.writerow(["class_index", "class_name", "videos", "accuracy"])
+    totals = report.confusion.sum(1)
+    for i, name in enumerate(class_names):
+        acc = report.per_class_acc[i]
+        w.writerow([i, name, int(totals[i]), "" if acc is None else f"{acc:.2f}"])
+    atomic_write_text(out / "per_class.csv", table.getvalue())
     plot_confusion(report.confusion, class_names, out / "confusion.png", title=title)
-    np.savez_compressed(out / "scores.npz", scores=np.asarray(scores), labels=np.asarray(labels),
-                        indices=np.asarray(indices), class_names=np.asarray(class_names, dtype=str))
+    atomic_write(out / "scores.npz", lambda f: np.savez_compressed(
+        f, scores=np.asarray(scores), labels=np.asarray(labels), indices=np.asarray(indices),
+        class_names=np.asarray(class_names, dtype=str)))
 
 
 def plot_confusion(cm: torch.Tensor, class_names: list[str], path: str | Path, title: str = "") -> None:
@@ -142,6 +148,15 @@ def plot_confusion(cm: torch.Tensor, class_names: list[str], path: str | Path, t
     ax.set_title(title or "confusion matrix (row-normalised)")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path, dpi: int = 100) -> None:
+    """Write a matplotlib figure as a PNG at ``path`` atomically, then close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
+    finally:
+        plt.close(fig)

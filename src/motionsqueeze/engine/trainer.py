@@ -45,6 +45,7 @@ from tqdm import tqdm
 from ..data import summarize_skipped
 from ..data.augment import BatchAugment
 from ..data.progress import format_eta
+from ..files import atomic_write_text
 from ..models import create_model
 from ..models.batchnorm import freeze_batchnorm
 from ..models.card import Preprocess, Provenance, card_of, unwrap_model as _unwrap
@@ -509,7 +510,7 @@ def _fit(cfg: TrainConfig, info: DistInfo, run: Path, resume, quiet, allow_chang
 
     if info.is_main and (state is None or allowed):
         run.mkdir(parents=True, exist_ok=True)
-        (run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        atomic_write_text(run / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     if info.is_main:
         log(
             f"{cfg.model.arch}: {sum(p.numel() for p in model.parameters()):,} parameters, {len(class_names)} classes, "
