@@ -429,7 +429,8 @@ def test_an_interrupted_predict_keeps_the_earlier_out_file_and_says_where_its_ro
         disk_full_while_writing(m, "pred.csv")
         assert main(argv + ["--topk", "3"]) == 2
     err = capsys.readouterr().err
-    assert f"stopped after 3 of 3 inputs; their predictions are in {partial}" in err and FULL in err, err
+    assert (f"all 3 inputs are done but pred.csv could not be written; their predictions are in {partial} "
+            f"({out} is unchanged)") in err and FULL in err, err
     assert out.read_text() == earlier and len(partial.read_text().splitlines()) == 1 + 3 + 3 + 1
     assert main(argv + ["--topk", "3"]) == 1  # a complete run replaces the file and the partial one
     assert len(out.read_text().splitlines()) == 1 + 3 + 3 + 1 and not partial.exists()

@@ -163,19 +163,19 @@ class _ResultFile:
             try:
                 atomic_write(self.path, lambda f: f.write(self.partial.read_bytes()))
             except OSError:
-                self._say_where()
+                self._say_where(f"all {self.total} inputs are done but {self.path.name} could not be written")
                 raise
             self.partial.unlink()
         elif self.done:
-            self._say_where()
+            self._say_where(f"stopped after {self.done} of {self.total} inputs")
         else:
             self.partial.unlink(missing_ok=True)
         return False
 
-    def _say_where(self):
+    def _say_where(self, what: str) -> None:
         earlier = "is unchanged" if self.path.exists() else "was not written"
-        print(f"motionsqueeze predict: stopped after {self.done} of {self.total} inputs; their predictions are in "
-              f"{self.partial} ({self.path} {earlier})", file=sys.stderr)
+        print(f"motionsqueeze predict: {what}; their predictions are in {self.partial} ({self.path} {earlier})",
+              file=sys.stderr)
 
 
 def _run_timeline(model, args) -> int:
