@@ -54,7 +54,7 @@ def describe_os_error(exc: OSError, path: str | os.PathLike | None = None) -> st
     if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
         return (f"cannot write {where}: no space left on the device (disk full or quota reached). "
                 f"Files written before are intact; free some space and run the command again "
-                f"(training continues from its last checkpoint with --resume auto)")
+                f"(a training run continues from its last checkpoint with --resume auto)")
     if code == errno.EROFS:
         return (f"cannot write {where}: the file system is read-only; choose an output folder on "
                 f"a writable disk (--out)")
