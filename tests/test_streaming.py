@@ -226,6 +226,27 @@ def test_stream_a_video_file_prints_json_lines_and_writes_an_annotated_video(str
         assert sum(1 for _ in c.decode(video=0)) == 12
 
 
+def test_stream_keeps_an_earlier_video_until_the_new_one_is_finished(stream_files, tmp_path, capsys, monkeypatch):
+    out_video = tmp_path / "annotated.avi"  # MPEG-4 part 2: packets (and writes) from the first frame on
+    out_video.write_bytes(b"an earlier video")
+    real_step, seen = StreamingRecognizer.step, []
+
+    def watching_step(self, frame):  # while the stream runs, the earlier file must be whole
+        seen.append(out_video.read_bytes())
+        return real_step(self, frame)
+
+    monkeypatch.setattr(StreamingRecognizer, "step", watching_step)
+    code = main(["stream", str(stream_files / "clip.mp4"), "--checkpoint", str(stream_files / "causal.safetensors"),
+                 "--json", "--rate", "0", "--write-video", str(out_video)])
+    assert code == 0 and len(seen) == 12
+    assert set(seen) == {b"an earlier video"}  # a kill at any frame would have left it
+    import av
+
+    with av.open(str(out_video)) as c:  # then replaced by the finished video, nothing left over
+        assert sum(1 for _ in c.decode(video=0)) == 12
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["annotated.avi"]
+
+
 def test_stream_drops_frames_instead_of_lagging(stream_files, capsys, monkeypatch):
     from motionsqueeze.cli import stream as stream_cli
 

@@ -10,6 +10,7 @@ and can write an annotated copy of the stream. See docs/streaming.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -171,15 +172,23 @@ def _annotate(frame, rows, latency_ms):
 
 
 class _VideoWriter:
+    """The annotated video, written to a temporary file next to ``path`` that replaces
+    ``path`` only once the video is finished (``files.atomic_output``): a stream killed midway
+    leaves an earlier video of that name as it was."""
+
     def __init__(self, path: str, rate: float):
         self.path, self.rate = path, rate
         self._container = self._stream = None
+        self._output = contextlib.ExitStack()
 
     def write(self, frame) -> None:
         import av
 
+        from ..files import atomic_output
+
         if self._container is None:
-            self._container = av.open(self.path, "w")
+            tmp = self._output.enter_context(atomic_output(self.path, suffix=os.path.splitext(self.path)[1]))
+            self._container = av.open(str(tmp), "w")
             self._stream = self._container.add_stream("libx264" if self.path.endswith((".mp4", ".mkv")) else "mpeg4",
                                                       rate=max(1, round(self.rate)))
             self._stream.height, self._stream.width = frame.shape[0] // 2 * 2, frame.shape[1] // 2 * 2
@@ -189,10 +198,16 @@ class _VideoWriter:
             self._container.mux(packet)
 
     def close(self) -> None:
-        if self._container is not None:
+        if self._container is None:
+            return
+        try:
             for packet in self._stream.encode():
                 self._container.mux(packet)
             self._container.close()
+        except BaseException:
+            self._output.__exit__(*sys.exc_info())  # drops the temporary file; path stays as it was
+            raise
+        self._output.close()  # the finished video replaces path
 
 
 def run(args) -> int:
