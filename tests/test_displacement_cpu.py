@@ -16,15 +16,22 @@ displacement_cpu = importlib.import_module("motionsqueeze.ops.displacement_cpu")
 # The correlation is read out of all-pairs products on small maps and of 2-D tile products
 # on large ones; every test below runs each, whatever the map size: tiles as large as the map
 # (one tile), and 2 x 2 tiles (several tiles, the last row and column partly off the map).
+# Inference (no autograd) on maps that tiles would match takes the window-major pair path:
+# the fourth strategy, in chunks of one pair (its buffers reused from chunk to chunk); the
+# tests that take gradients run the tiles there.
 STRATEGIES = pytest.mark.parametrize(
-    "all_pairs_factor,tile", [(0.0, 64), (0.0, 2), (1e9, 64)], ids=["one-tile", "2x2-tiles", "all-pairs"]
+    "all_pairs_factor,tile,pair_path",
+    [(0.0, 64, False), (0.0, 2, False), (1e9, 64, False), (0.0, 64, True)],
+    ids=["one-tile", "2x2-tiles", "all-pairs", "pairs-in-inference"],
 )
 
 
 @pytest.fixture
-def strategy(monkeypatch, all_pairs_factor, tile):
+def strategy(monkeypatch, all_pairs_factor, tile, pair_path):
     monkeypatch.setattr(displacement_cpu, "ALL_PAIRS_FACTOR", all_pairs_factor)
     monkeypatch.setattr(displacement_cpu, "TILE", tile)
+    monkeypatch.setattr(displacement_cpu, "PAIR_PATH", pair_path)
+    monkeypatch.setattr(displacement_cpu, "PAIR_PATH_FLOATS", 1)  # one pair per chunk
 
 
 @STRATEGIES
@@ -47,13 +54,14 @@ def test_both_strategies_pass_gradcheck(strategy, normalize):
 
 
 @STRATEGIES
-def test_ties_and_empty_windows_follow_the_loops(strategy):
+@pytest.mark.parametrize("normalize", [False, True])
+def test_ties_and_empty_windows_follow_the_loops(strategy, normalize):
     # Constant features: every in-map cell ties (first index wins); zero features: all scores
     # 0, argmax 0, uniform softmax over the whole window, borders included.
     ones = torch.ones(1, 1, 3, 5)
     for f1, f2 in [(ones, ones), (ones, torch.zeros_like(ones)), (ones, 2 * ones)]:
-        out = displacement(f1, f2, 5, 1.0, 100.0, normalize=False, backend="cpu")
-        ref = naive_displacement(f1, f2, 5, 1.0, 100.0, normalize=False)
+        out = displacement(f1, f2, 5, 1.0, 100.0, normalize=normalize, backend="cpu")
+        ref = naive_displacement(f1, f2, 5, 1.0, 100.0, normalize=normalize)
         torch.testing.assert_close(out.double(), ref, rtol=1e-6, atol=1e-6)
 
 
@@ -147,3 +155,26 @@ def test_auto_gives_compilers_the_reference(monkeypatch):
     assert calls[2:] == ["reference"]
     other = torch.randn(2, 4, 5, 5), torch.randn(2, 4, 5, 5)
     torch.testing.assert_close(program.module()(*other), displacement(*other, 5, backend="reference"))
+
+
+def test_inference_on_tiled_maps_takes_the_pair_path_with_the_same_values(monkeypatch):
+    # Model-sized maps (28 x 28 at P = 15 is matched by tiles): without autograd the pair path
+    # runs, in chunks; the values are those of the tiles (and of the fp64 reference) to 1e-6.
+    from motionsqueeze.ops import displacement_step
+
+    calls = []
+    real = displacement_step.displacement_prepared
+    monkeypatch.setattr(displacement_cpu, "displacement_prepared", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(displacement_cpu, "PAIR_PATH_FLOATS", 3 * 28 * 15 * 42 * 28)  # 3 pairs per chunk
+    g = torch.Generator().manual_seed(2)
+    f1, f2 = (torch.randn(7, 8, 28, 28, generator=g) for _ in range(2))
+    with torch.no_grad():
+        out = displacement(f1, f2, 15, backend="cpu")
+    assert len(calls) == 3 and out.is_contiguous() and out.shape == (7, 3, 28, 28)  # chunks of 3, 3 and 1
+    ref = displacement(f1.double(), f2.double(), 15, backend="reference")
+    torch.testing.assert_close(out.double(), ref, rtol=0, atol=1e-6)
+    monkeypatch.setattr(displacement_cpu, "PAIR_PATH", False)
+    calls.clear()
+    with torch.no_grad():
+        tiles = displacement(f1, f2, 15, backend="cpu")
+    assert calls == [] and (tiles - out).abs().max() < 1e-6

@@ -22,6 +22,13 @@ and replays a dozen such volumes. Here
   ``tau * g`` and the ReLU mask, plus the confidence gradient at the argmax, then the
   transposed products and the L2-normalisation backward.
 
+Inference (autograd off) on maps too large for all pairs takes the window-major layout of the
+streaming step instead (:func:`motionsqueeze.ops.displacement_step.displacement_prepared`: band
+products per image row, every reduction vectorised along the pixels), the same function and
+faster than the tiles at 28 x 28; the tiles stay the training path, whose backward they serve.
+Pairs go in chunks whose products stay below ``PAIR_PATH_FLOATS``, in buffers reused from chunk
+to chunk (fresh pages for every chunk cost more than the matching at 56 x 56).
+
 Ties, borders and dtypes behave as in the reference (first index on ties, out-of-map scores 0
 inside the softmax, half precision computed in float32). The in-place writes and the
 autograd function are eager-only: ``backend="auto"`` picks this path for CPU tensors in eager
@@ -39,6 +46,7 @@ from torch import Tensor
 
 from .correlation import no_autocast
 from .displacement import L2_EPS, register_backend
+from .displacement_step import displacement_prepared, pair_features
 from .tracing import recording
 
 __all__ = ["displacement_cpu", "register"]
@@ -50,6 +58,11 @@ ALL_PAIRS_FACTOR = 1.5
 # (TILE + P - 1)^2 halo, (1 + (P-1)/TILE)^2 times the window's products.
 TILE = 7
 EXP_FLOOR = -60.0  # softmax exponents below this are raised to it (see _epilogue)
+# Inference on maps matched by tiles runs the streaming step's window-major path instead
+# (module docstring); its row products take H * P * (W + P - 1) * W floats per pair, and
+# the pairs go in chunks of at most this many floats of products (16 MB).
+PAIR_PATH = True
+PAIR_PATH_FLOATS = 1 << 22
 
 
 class _Geometry(NamedTuple):
@@ -357,9 +370,23 @@ def displacement_cpu(
     with no_autocast(a.device.type):
         if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
             out = _DisplacementCPU.apply(a, b, *args)
+        elif PAIR_PATH and normalize and not _use_all_pairs(*a.shape[2:], patch_size):
+            out = _pairs_in_chunks(a, b, *args[:3])
         else:
             out = _forward(a, b, *args)[0]
     return out.to(f1.dtype)
+
+
+def _pairs_in_chunks(a: Tensor, b: Tensor, p: int, sigma: float, tau: float) -> Tensor:
+    """Inference on maps matched by tiles: ``displacement_prepared`` over chunks of pairs, as
+    a contiguous ``(N, 3, H, W)``."""
+    n, _, h, w = a.shape
+    chunk = max(1, PAIR_PATH_FLOATS // (h * p * (w + p - 1) * w))
+    out, scratch = a.new_empty(n, 3, h, w), {}
+    for i in range(0, n, chunk):
+        pa, pb = pair_features(a[i : i + chunk], p), pair_features(b[i : i + chunk], p)
+        out[i : i + chunk] = displacement_prepared(pa, pb, p, sigma, tau, scratch)
+    return out
 
 
 def _available(f1: Tensor) -> bool:
